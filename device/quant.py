@@ -38,3 +38,10 @@ def top_k(scores: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
     idx = np.argpartition(-s, k - 1)[:k]
     idx = idx[np.argsort(-s[idx], kind="stable")]
     return [(int(i), float(s[i])) for i in idx]
+
+
+def to_score(value: float, spec: TensorSpec) -> float:
+    """Dequantise one raw output value (the scalar twin of ``to_scores``, for top-k only)."""
+    if spec.quantized:
+        return (int(value) - int(spec.zero_point or 0)) * float(spec.scale or 0.0)
+    return float(value)

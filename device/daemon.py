@@ -1,0 +1,305 @@
+"""The classifier daemon: pipeline loop, bounded result queue, HTTP status, clean shutdown.
+
+- SIGTERM/SIGINT stop the loop, close the camera (a camera left open makes the next start fail
+  with "Device or resource busy"), flush the results, and exit 0 well within 2 s.
+- A camera that times out is reopened with exponential backoff; after ``max_failures`` failures
+  in a row the daemon exits with ``EXIT_SOURCE_FAILED`` so its supervisor restarts it.
+- A frame of the wrong shape or dtype is counted (``errors.bad_frame``) and skipped.
+- Memory is bounded: results wait in a drop-oldest queue (drops are counted), the latency
+  window and /latest are fixed-size rings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from device.errors import CameraTimeout, FrameError, SourceError
+from device.frames import EndOfSource, FrameSource
+from device.pipeline import Pipeline, Result
+from device.results import JsonLinesWriter
+from device.sdnotify import Notifier
+from device.server import StatusServer
+from device.stats import Stats, prometheus_text
+
+log = logging.getLogger("edgekit.device")
+
+EXIT_OK = 0
+EXIT_SOURCE_FAILED = 3
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Knobs of the daemon (see ``python -m device run --help``)."""
+
+    port: int = 8321
+    results_path: Optional[Path] = None
+    results_max_bytes: int = 10 * 1024 * 1024
+    results_backups: int = 3
+    status_file: Optional[Path] = None
+    max_failures: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    queue_size: int = 256
+    latest_size: int = 10
+    window: int = 1000
+    exit_when_done: bool = False
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded FIFO that, when full, drops its oldest item and counts the drop."""
+
+    def __init__(self, maxsize: int):
+        self._items: deque[T] = deque()
+        self.maxsize = max(1, maxsize)
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item: T) -> None:
+        """Append; never blocks."""
+        with self._cond:
+            if len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self, timeout_s: float) -> Optional[T]:
+        """The oldest item, or None after ``timeout_s`` or once closed and empty."""
+        with self._cond:
+            if not self._items and not self.closed:
+                self._cond.wait(timeout_s)
+            return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        """Wake the consumer; it drains what is left, then sees None."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Daemon:
+    """Runs a Pipeline until stopped and answers the HTTP status endpoints."""
+
+    def __init__(
+        self,
+        source_factory: Callable[[], FrameSource],
+        make_pipeline: Callable[[FrameSource], Pipeline],
+        info: dict[str, Any],
+        config: DaemonConfig = DaemonConfig(),
+        notifier: Optional[Notifier] = None,
+    ):
+        self.source_factory = source_factory
+        self.make_pipeline = make_pipeline
+        self.info = dict(info)
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.stats = Stats(window=config.window)
+        self.latest: deque[Result] = deque(maxlen=config.latest_size)
+        self.queue: DropOldestQueue[Result] = DropOldestQueue(config.queue_size)
+        self.stop_event = threading.Event()
+        self.state = "starting"
+        self.failures = 0
+        self.server: Optional[StatusServer] = None
+        self.writer: Optional[JsonLinesWriter] = None
+        self._writer_thread: Optional[threading.Thread] = None
+        self._last_ping = time.monotonic()
+
+    # ---------------------------------------------------------------- status provider
+    def health(self) -> tuple[bool, str]:
+        """Healthy once the model is loaded and a frame has been classified, while the source works."""
+        if self.stats.frames == 0:
+            return False, f"no frame classified yet ({self.state})"
+        if self.failures:
+            return False, f"source failing ({self.failures} in a row), reopening"
+        return True, f"{self.stats.frames} frames classified"
+
+    def stats_doc(self) -> dict[str, Any]:
+        """The /stats document."""
+        snap = self.stats.snapshot()
+        doc: dict[str, Any] = {"state": self.state, "pid": os.getpid(), **self.info, **snap}
+        doc["dropped"] = self.queue.dropped
+        doc["queued"] = len(self.queue)
+        doc["consecutive_failures"] = self.failures
+        if self.writer is not None:
+            doc["results"] = {"path": str(self.writer.path), "lines": self.writer.lines, "rotations": self.writer.rotations}
+        return doc
+
+    def metrics(self) -> str:
+        """Prometheus text exposition."""
+        labels = {k: str(self.info.get(k, "")) for k in ("variant", "runtime", "runtime_version", "threads", "sha256", "source")}
+        gauges = {
+            "dropped_results_total": ("Results dropped from the full writer queue.", float(self.queue.dropped)),
+            "uptime_seconds": ("Seconds since the daemon started.", round(time.monotonic() - self.stats.started_s, 3)),
+            "healthy": ("1 when /healthz answers 200.", 1.0 if self.health()[0] else 0.0),
+        }
+        return prometheus_text(self.stats, labels, gauges)
+
+    def latest_doc(self) -> dict[str, Any]:
+        """The /latest document: newest first."""
+        return {"labels": self.info.get("labels"), "frames": [r.to_json() for r in reversed(list(self.latest))]}
+
+    # ---------------------------------------------------------------- lifecycle
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to stop (signal handler)."""
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop cleanly."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _writer_loop(self) -> None:
+        assert self.writer is not None
+        while True:
+            r = self.queue.get(0.5)
+            if r is None:
+                self.writer.flush()
+                if self.queue.closed and not len(self.queue):
+                    return
+                continue
+            self.writer.write(r.to_json())
+            if not len(self.queue):
+                self.writer.flush()
+
+    def _write_status_file(self) -> None:
+        if self.config.status_file is None or self.server is None:
+            return
+        doc = {"pid": os.getpid(), "port": self.server.port, "url": self.server.url, "started": time.time()}
+        tmp = self.config.status_file.with_name(self.config.status_file.name + ".tmp")
+        tmp.write_text(json.dumps(doc) + "\n")
+        os.replace(tmp, self.config.status_file)
+
+    def _wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stop_event.is_set() and time.monotonic() < end:
+            self._ping()
+            self.stop_event.wait(min(0.2, max(0.0, end - time.monotonic())))
+
+    def _ping(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        now = time.monotonic()
+        if interval is not None and now - self._last_ping >= interval:
+            self.notifier.watchdog()
+            self._last_ping = now
+
+    def run(self) -> int:
+        """Serve and classify until stopped; the exit code for the process."""
+        self._last_ping = time.monotonic()
+        self.server = StatusServer(_Provider(self), self.config.port)
+        self.server.start()
+        if self.config.results_path is not None:
+            self.writer = JsonLinesWriter(self.config.results_path, self.config.results_max_bytes, self.config.results_backups)
+            self._writer_thread = threading.Thread(target=self._writer_loop, name="results", daemon=True)
+            self._writer_thread.start()
+        self._write_status_file()
+        log.info("serving %s/stats (pid %d)", self.server.url, os.getpid())
+        source: Optional[FrameSource] = None
+        pipeline: Optional[Pipeline] = None
+        code = EXIT_OK
+        ready_sent = False
+        try:
+            while not self.stop_event.is_set():
+                self._ping()
+                if source is None:
+                    try:
+                        source = self.source_factory()
+                        pipeline = self.make_pipeline(source)
+                        self.state = "running"
+                    except SourceError as e:
+                        if self._failed("source_open", e):
+                            code = EXIT_SOURCE_FAILED
+                            break
+                        continue
+                assert pipeline is not None
+                try:
+                    result = pipeline.step()
+                except EndOfSource:
+                    self.state = "done"
+                    log.info("source finished after %d frames", self.stats.frames)
+                    if self.config.exit_when_done:
+                        break
+                    self._wait(3600.0)
+                    continue
+                except FrameError as e:
+                    self.stats.error("bad_frame")
+                    log.warning("skipped a bad frame: %s", e)
+                    continue
+                except SourceError as e:  # includes CameraTimeout
+                    source.close()
+                    source = pipeline = None
+                    if self._failed("camera_timeout" if isinstance(e, CameraTimeout) else "source_error", e):
+                        code = EXIT_SOURCE_FAILED
+                        break
+                    continue
+                self.failures = 0
+                self.stats.add(result)
+                self.latest.append(result)
+                if self.writer is not None:
+                    self.queue.put(result)
+                if not ready_sent:
+                    self.notifier.ready(f"classifying, {self.server.url}")
+                    ready_sent = True
+        finally:
+            self.state = "stopping"
+            self.notifier.stopping()
+            if source is not None:
+                source.close()
+            self._shutdown()
+        return code
+
+    def _failed(self, kind: str, e: Exception) -> bool:
+        """Count a source failure and back off; True when the daemon should give up."""
+        self.stats.error(kind)
+        self.failures += 1
+        self.state = "reopening"
+        if self.failures >= self.config.max_failures:
+            log.error("%s; %d failures in a row, giving up so the supervisor restarts us", e, self.failures)
+            return True
+        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (self.failures - 1))
+        log.warning("%s; reopening in %.1f s (failure %d of %d)", e, delay, self.failures, self.config.max_failures)
+        self._wait(delay)
+        return False
+
+    def _shutdown(self) -> None:
+        self.queue.close()
+        if self._writer_thread is not None:
+            self._writer_thread.join(timeout=1.5)
+        if self.writer is not None:
+            self.writer.close()
+        if self.server is not None:
+            self.server.close()
+        if self.config.status_file is not None:
+            self.config.status_file.unlink(missing_ok=True)
+
+
+class _Provider:
+    """Adapts Daemon to the StatusProvider protocol of the HTTP server."""
+
+    def __init__(self, d: Daemon):
+        self.d = d
+
+    def health(self) -> tuple[bool, str]:
+        return self.d.health()
+
+    def stats(self) -> dict[str, Any]:
+        return self.d.stats_doc()
+
+    def metrics(self) -> str:
+        return self.d.metrics()
+
+    def latest(self) -> dict[str, Any]:
+        return self.d.latest_doc()

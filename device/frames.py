@@ -1,0 +1,248 @@
+"""Frames and where they come from: the FrameSource interface, a folder of images, a synthetic camera.
+
+A ``Frame`` holds pixels exactly as the source delivered them plus a pixel format naming the
+byte order in memory (``GRAY``, ``RGB``, ``BGR``, ``BGRX``, ``YUV420``). Conversion happens
+once, in ``device.preprocess``. The real camera lives in ``device.pi_camera``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+
+from device import scene
+from device.errors import FrameError, SourceError
+
+PIXEL_FORMATS = ("GRAY", "RGB", "BGR", "BGRX", "RGBX", "YUV420")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".npy")
+
+
+class EndOfSource(Exception):
+    """A finite source (a folder read once) has no more frames."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image as delivered: pixels, their memory layout, when and which frame it was."""
+
+    pixels: np.ndarray
+    fmt: str
+    seq: int
+    timestamp_ns: int
+    name: str = ""
+    label: Optional[int] = None
+    size: Optional[tuple[int, int]] = None  # (width, height) for YUV420, whose rows are padded
+
+
+class FrameSource(Protocol):
+    """Anything that yields frames one at a time."""
+
+    def read(self) -> Frame:
+        """The next frame; raises EndOfSource, SourceError (CameraTimeout) or FrameError."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or files; safe to call twice."""
+        ...
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """How the daemon configures a camera: a ``main`` stream and a small ``lores`` YUV420 stream.
+
+    The classifier reads the lores Y plane, so the ISP does the scaling and the CPU touches a
+    few thousand pixels per frame. 112x84 keeps main's 4:3 aspect, and its centred 84x84
+    square is exactly 3x3 pixels per model input pixel.
+    """
+
+    main_size: tuple[int, int] = (640, 480)
+    lores_size: tuple[int, int] = (112, 84)
+    stream: str = "lores"  # which stream the classifier reads: lores (YUV420) or main (RGB888)
+    frame_rate: float = 30.0
+    timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.stream not in ("lores", "main"):
+            raise ValueError(f"stream must be 'lores' or 'main'. Got: {self.stream!r}")
+        for what, (w, h) in (("main_size", self.main_size), ("lores_size", self.lores_size)):
+            if w <= 0 or h <= 0 or w % 2 or h % 2:
+                raise ValueError(f"{what} must be positive and even (YUV420 needs it). Got: {w}x{h}")
+        if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
+            raise ValueError(f"lores {self.lores_size} must not be larger than main {self.main_size}")
+
+
+DEFAULT_CAMERA = CameraConfig()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' → (640, 480)."""
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a size is WIDTHxHEIGHT, e.g. 640x480. Got: {text!r}") from None
+    return w, h
+
+
+# ---------------------------------------------------------------------------- folder
+
+
+def _read_pnm(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    parts: list[bytes] = []
+    pos = 0
+    while len(parts) < 4:  # magic, width, height, maxval; '#' comments allowed
+        while pos < len(data) and data[pos : pos + 1].isspace():
+            pos += 1
+        if data[pos : pos + 1] == b"#":
+            pos = data.index(b"\n", pos)
+            continue
+        end = pos
+        while end < len(data) and not data[end : end + 1].isspace():
+            end += 1
+        parts.append(data[pos:end])
+        pos = end
+    magic, w, h, maxval = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+    if magic not in (b"P5", b"P6") or maxval > 255:
+        raise ValueError(f"only binary 8-bit PGM (P5) / PPM (P6) are read. Got: {magic!r}, maxval {maxval}")
+    channels = 3 if magic == b"P6" else 1
+    pix = np.frombuffer(data, np.uint8, count=w * h * channels, offset=pos + 1)
+    return pix.reshape((h, w, 3) if channels == 3 else (h, w))
+
+
+def decode_image(path: Path) -> tuple[np.ndarray, str]:
+    """Pixels and pixel format of an image file; PNG/JPEG need Pillow (imported lazily)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix in (".pgm", ".ppm"):
+            arr = _read_pnm(path)
+        else:
+            try:
+                from PIL import Image
+            except ImportError:
+                raise SourceError(
+                    f"{path.name}: reading PNG/JPEG needs Pillow, which is not installed. "
+                    "`pip install pillow`, or convert the images to .pgm/.ppm/.npy"
+                ) from None
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
+    except SourceError:
+        raise
+    except Exception as e:
+        raise FrameError(f"{path.name}: cannot decode ({type(e).__name__}: {e}); skipped") from e
+    if arr.dtype != np.uint8:
+        raise FrameError(f"{path.name}: expected 8-bit pixels. Got: dtype {arr.dtype}; skipped")
+    if arr.ndim == 2:
+        return arr, "GRAY"
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return arr, "RGB"
+    raise FrameError(f"{path.name}: expected a grey [H,W] or colour [H,W,3] image. Got: shape {arr.shape}; skipped")
+
+
+class FolderSource:
+    """Images from a folder (PNG, JPEG, PGM/PPM, .npy), in name order, once or looping."""
+
+    def __init__(self, folder: Path | str, loop: bool = False):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SourceError(f"folder source {self.folder} does not exist or is not a folder")
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise SourceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+        self.loop = loop
+        self._next = 0
+        self._seq = 0
+
+    def read(self) -> Frame:
+        """The next image; a file that cannot be decoded raises FrameError and is skipped."""
+        if self._next >= len(self.files):
+            if not self.loop:
+                raise EndOfSource(str(self.folder))
+            self._next = 0
+        path = self.files[self._next]
+        self._next += 1
+        self._seq += 1
+        pixels, fmt = decode_image(path)
+        return Frame(pixels, fmt, self._seq, time.time_ns(), name=path.name)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# ---------------------------------------------------------------------------- synthetic
+
+
+class SyntheticSource:
+    """Official test images rendered as camera frames with known labels, pre-rendered once, cycled.
+
+    Frames arrive the way the daemon configures the real camera: the lores stream as padded
+    YUV420 buffers (default), or the main stream as B,G,R arrays (``stream='main'``).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: Optional[Sequence[int]] = None,
+        config: CameraConfig = DEFAULT_CAMERA,
+        loop: bool = True,
+        seed: int = 0,
+        fps: float = 0.0,
+    ):
+        images = np.asarray(images)
+        if images.ndim != 3 or images.dtype != np.uint8 or len(images) == 0:
+            raise SourceError(f"synthetic source needs uint8 images [N, H, W], N > 0. Got: {images.dtype} {images.shape}")
+        self.config = config
+        self.labels = None if labels is None else [int(x) for x in labels]
+        self.loop = loop
+        self.fps = fps
+        rng = np.random.default_rng(seed)
+        self.frames: list[np.ndarray] = []
+        if config.stream == "lores":
+            w, h = config.lores_size
+            stride = scene.yuv420_stride(w)
+            self.fmt, self.size = "YUV420", (w, h)
+            for img in images:
+                self.frames.append(scene.to_yuv420(scene.render_gray(img, w, h, rng), stride))
+        else:
+            w, h = config.main_size
+            self.fmt, self.size = "BGR", (w, h)
+            for img in images:
+                self.frames.append(scene.to_bgr888(scene.render_gray(img, w, h, rng)))
+        self._seq = 0
+        self._next_due_ns = 0
+
+    @classmethod
+    def from_golden(cls, path: Path | str, config: CameraConfig = DEFAULT_CAMERA, limit: Optional[int] = None, **kw: object) -> SyntheticSource:
+        """Render the golden set's images (the first official test images) with their labels."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                images, labels = z["images"][:limit], z["labels"][:limit]
+        except (OSError, KeyError, ValueError) as e:
+            raise SourceError(f"cannot read golden set {path}: {e}. Re-run the host pipeline to write it") from e
+        return cls(images, labels, config, **kw)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self) -> Frame:
+        """The next pre-rendered frame (paced to ``fps`` when set)."""
+        if self._seq >= len(self.frames) and not self.loop:
+            raise EndOfSource("synthetic")
+        if self.fps > 0:
+            now = time.monotonic_ns()
+            if now < self._next_due_ns:
+                time.sleep((self._next_due_ns - now) / 1e9)
+            self._next_due_ns = max(now, self._next_due_ns) + int(1e9 / self.fps)
+        i = self._seq % len(self.frames)
+        self._seq += 1
+        label = None if self.labels is None else self.labels[i]
+        return Frame(self.frames[i], self.fmt, self._seq, time.time_ns(), name=f"synthetic-{i}", label=label, size=self.size)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,108 @@
+"""The Raspberry Pi camera through picamera2: the only module that imports it, and lazily.
+
+The camera is configured with a ``main`` stream (RGB888, which picamera2 lays out as B,G,R)
+and a small ``lores`` YUV420 stream: the ISP scales for free and the classifier reads the
+lores Y plane, honouring its padded row stride. ``capture_array`` timeouts become
+``CameraTimeout`` so the daemon can reopen the camera with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Optional
+
+from device.errors import CameraTimeout, FrameError, SourceError
+from device.frames import DEFAULT_CAMERA, CameraConfig, Frame
+
+# picamera2 format name → byte order in memory (picamera2's names follow DRM, little-endian).
+MEMORY_ORDER = {"RGB888": "BGR", "BGR888": "RGB", "XRGB8888": "BGRX", "XBGR8888": "RGBX", "YUV420": "YUV420"}
+
+
+def _default_factory() -> Any:
+    try:
+        from picamera2 import Picamera2
+    except ImportError as e:
+        raise SourceError(
+            "picamera2 is not importable. On Raspberry Pi OS: `sudo apt install python3-picamera2` and create the "
+            "virtualenv with --system-site-packages; elsewhere use --source synthetic or folder:DIR"
+        ) from e
+    return Picamera2()
+
+
+class PiCameraSource:
+    """Frames from a Picamera2 (or anything with its API surface, e.g. FakePicamera2)."""
+
+    def __init__(self, config: CameraConfig = DEFAULT_CAMERA, factory: Optional[Callable[[], Any]] = None):
+        self.config = config
+        self._factory = factory or _default_factory
+        self._cam: Any = None
+        self._seq = 0
+        self.open()
+
+    def open(self) -> None:
+        """Create, configure and start the camera (closing any previous one first)."""
+        self.close()
+        try:
+            cam = self._factory()
+        except SourceError:
+            raise
+        except Exception as e:  # "Device or resource busy", no camera attached, ...
+            raise SourceError(f"cannot open the camera: {e}. Is another process holding it? (`fuser /dev/video*`)") from e
+        try:
+            cfg = cam.create_video_configuration(
+                main={"size": self.config.main_size, "format": "RGB888"},
+                lores={"size": self.config.lores_size, "format": "YUV420"},
+                buffer_count=4,
+                controls={"FrameRate": self.config.frame_rate},
+            )
+            cam.configure(cfg)
+            cam.start()
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                cam.close()
+            raise SourceError(f"cannot configure/start the camera: {e}") from e
+        self._cam = cam
+        self._stream_cfg = self._configured()
+
+    def _configured(self) -> dict[str, Any]:
+        """Actual size and format per stream, as the camera settled them (it may align sizes)."""
+        cfg: Any = None
+        getter = getattr(self._cam, "camera_configuration", None)
+        if callable(getter):
+            cfg = getter()
+        out = {}
+        for name, default_size, default_fmt in (
+            ("main", self.config.main_size, "RGB888"),
+            ("lores", self.config.lores_size, "YUV420"),
+        ):
+            s = (cfg or {}).get(name) or {}
+            out[name] = (tuple(s.get("size", default_size)), str(s.get("format", default_fmt)))
+        return out
+
+    def read(self) -> Frame:
+        """Capture one frame of the configured stream; TimeoutError → CameraTimeout."""
+        if self._cam is None:
+            raise SourceError("the camera is closed; reopen it")
+        name = self.config.stream
+        size, fmt = self._stream_cfg[name]
+        try:
+            arr = self._cam.capture_array(name)
+        except TimeoutError as e:
+            raise CameraTimeout(f"the camera delivered no {name} frame in time: {e}") from e
+        except Exception as e:
+            raise SourceError(f"camera capture failed: {type(e).__name__}: {e}") from e
+        order = MEMORY_ORDER.get(fmt)
+        if order is None:
+            raise FrameError(f"unsupported {name} stream format {fmt!r}; configure RGB888 or YUV420")
+        self._seq += 1
+        return Frame(arr, order, self._seq, time.time_ns(), name=f"frame-{self._seq}", size=(int(size[0]), int(size[1])))
+
+    def close(self) -> None:
+        """Stop and close the camera so the next start does not find it busy; safe to call twice."""
+        cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        with contextlib.suppress(Exception):  # a camera that failed mid-stream may refuse stop(); close it anyway
+            cam.stop()
+        cam.close()

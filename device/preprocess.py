@@ -1,0 +1,194 @@
+"""Frame → model input, following the manifest's preprocessing contract. Vectorised numpy only.
+
+Steps: take the grey plane (the Y plane of a YUV420 buffer, honouring its row stride; or the
+B,G,R / R,G,B channels), centre-crop the largest square that is a whole multiple of the model
+size, area-resize by integer block sums (no float64 means), convert to grey after the resize
+(both are linear, so the order does not matter and grey costs 784 pixels, not 300k), decide
+polarity (``invert=auto`` looks at the border's corners: a light border means a photo of a dark garment
+on a light background, the opposite of Fashion-MNIST), stretch to the normalisation range, then
+quantise with the model's own scale and zero point (``device.quant``).
+
+The host calls ``preprocess`` (or ``Preprocessor.image``) to evaluate "as the device sees it".
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from device.errors import FrameError, ManifestError
+from device.manifest import Preprocess, TensorSpec
+from device.quant import to_input
+
+INVERT_MODES = ("auto", "on", "off")
+DEFAULT_CONTRACT = Preprocess()
+# ITU-R BT.601 luma weights, indexed by channel position for each memory order.
+_LUMA = {"RGB": (0.299, 0.587, 0.114), "BGR": (0.114, 0.587, 0.299)}
+_LUMA["RGBX"], _LUMA["BGRX"] = _LUMA["RGB"], _LUMA["BGR"]
+_CHANNELS = {"RGB": 3, "BGR": 3, "RGBX": 4, "BGRX": 4}
+
+
+def gray_plane(pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """A view of the pixels to sample: [H, W] grey (Y plane for YUV420) or [H, W, C] colour.
+
+    Raises FrameError for a wrong dtype or shape, naming what was expected.
+    """
+    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+        got = f"dtype {pixels.dtype}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise FrameError(f"a {fmt} frame must be a uint8 numpy array. Got: {got}")
+    shape = pixels.shape
+    if fmt == "YUV420":
+        if size is None:
+            raise FrameError("a YUV420 frame needs its (width, height); the buffer rows are padded")
+        w, h = size
+        if len(shape) != 2 or shape[0] != h * 3 // 2 or shape[1] < w:
+            raise FrameError(f"a {w}x{h} YUV420 buffer must be [{h * 3 // 2}, stride >= {w}]. Got: shape {shape}")
+        return pixels[:h, :w]
+    if fmt == "GRAY":
+        if len(shape) == 3 and shape[2] == 1:
+            return pixels[:, :, 0]
+        if len(shape) != 2:
+            raise FrameError(f"a GRAY frame must be [H, W]. Got: shape {shape}")
+        return pixels
+    channels = _CHANNELS.get(fmt)
+    if channels is None:
+        raise FrameError(f"unknown pixel format {fmt!r}; use one of GRAY, RGB, BGR, RGBX, BGRX, YUV420")
+    if len(shape) != 3 or shape[2] != channels:
+        raise FrameError(f"a {fmt} frame must be [H, W, {channels}]. Got: shape {shape}")
+    return pixels[:, :, :3]
+
+
+def _block_sums(plane: np.ndarray, out_h: int, out_w: int) -> tuple[np.ndarray, int]:
+    """Centre-crop to a whole multiple of (out_h, out_w) and sum each fxf block (integers)."""
+    h, w = plane.shape[:2]
+    f = min(h // out_h, w // out_w)
+    if f == 0:  # smaller than the model input: nearest-neighbour upscale of the centred square
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        rows = y0 + (np.arange(out_h) * side) // out_h
+        cols = x0 + (np.arange(out_w) * side) // out_w
+        return plane[rows[:, None], cols[None, :]].astype(np.uint16), 1
+    ch, cw = out_h * f, out_w * f
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = plane[y0 : y0 + ch, x0 : x0 + cw]
+    if f == 1:
+        return crop.astype(np.uint16), 1
+    acc_t = np.uint16 if f * f * 255 <= 0xFFFF else np.uint32
+    if f <= 4:  # a few strided adds beat a reduction over tiny axes
+        rows = np.add(crop[0::f], crop[1::f], dtype=acc_t)
+        for i in range(2, f):
+            rows += crop[i::f]
+        out = np.add(rows[:, 0::f], rows[:, 1::f])
+        for j in range(2, f):
+            out += rows[:, j::f]
+        return out, f * f
+    tail = crop.shape[2:]
+    rows = crop.reshape((out_h, f, cw, *tail)).sum(axis=1, dtype=acc_t)
+    return rows.reshape((out_h, out_w, f, *tail)).sum(axis=2, dtype=acc_t), f * f
+
+
+class Preprocessor:
+    """The contract's preprocessing, set up once per model; call ``into`` per frame."""
+
+    def __init__(self, contract: Preprocess = DEFAULT_CONTRACT, spec: Optional[TensorSpec] = None, invert: str = "auto"):
+        if invert not in INVERT_MODES:
+            raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}. Got: {invert!r}")
+        unsupported = [
+            f"{k}={v!r}"
+            for k, v, ok in (
+                ("color", contract.color, "grayscale"),
+                ("crop", contract.crop, "center"),
+                ("resize", contract.resize, "area"),
+            )
+            if v != ok
+        ]
+        if unsupported:
+            raise ManifestError(
+                f"this device build preprocesses grayscale / center / area only; the manifest asks for {', '.join(unsupported)}. "
+                "Update the device package to the host's version"
+            )
+        self.contract = contract
+        self.spec = spec
+        self.invert = invert
+        self.out_h, self.out_w = int(contract.size[0]), int(contract.size[1])
+        self.light_on_dark = contract.polarity == "light_on_dark"
+        lo, hi = contract.normalize
+        self.norm_lo, self.norm_span = float(lo), float(hi) - float(lo)
+        self._buf = np.empty((self.out_h, self.out_w), dtype=np.float32)
+        self.quantized = bool(spec is not None and spec.quantized)
+        if spec is not None and spec.quantized:
+            info = np.iinfo(np.dtype(spec.dtype))
+            self._qscale = 1.0 / float(spec.scale or 1.0)
+            self._zp = float(spec.zero_point or 0)
+            self._qmin, self._qmax = float(info.min), float(info.max)
+            ends = [self._zp + x * self._qscale for x in (self.norm_lo, self.norm_lo + self.norm_span)]
+            # the stretch already lands in range for the usual contracts, so clipping is skipped
+            self._needs_clip = min(ends) < self._qmin - 0.5 or max(ends) > self._qmax + 0.5
+        self.last_inverted = False
+
+    def _gray_sums(self, pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]]) -> np.ndarray:
+        plane = gray_plane(pixels, fmt, size)
+        sums, _ = _block_sums(plane, self.out_h, self.out_w)
+        if sums.ndim == 3:  # colour: grey after the resize, on out_h x out_w pixels
+            return sums @ np.asarray(_LUMA[fmt], dtype=np.float32)
+        return sums
+
+    def _affine(self, sums: np.ndarray) -> tuple[float, float]:
+        """(k, c) with value = sums * k + c in the normalisation range; sets last_inverted."""
+        lo, hi = float(sums.min()), float(sums.max())
+        if self.invert == "auto":
+            # the four corner cells of the border: background in Fashion-MNIST and in a centred photo
+            border = (float(sums[0, 0]) + float(sums[0, -1]) + float(sums[-1, 0]) + float(sums[-1, -1])) / 4.0
+            light_border = border > (lo + hi) / 2.0
+            inverted = light_border == self.light_on_dark
+        else:
+            inverted = self.invert == "on"
+        self.last_inverted = inverted
+        k = self.norm_span / (hi - lo) if hi > lo else 0.0
+        if inverted:
+            return -k, self.norm_lo + hi * k
+        return k, self.norm_lo - lo * k
+
+    def image(self, pixels: np.ndarray, fmt: str = "GRAY", size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """Float32 [out_h, out_w] image in the normalisation range, as the model is meant to see it."""
+        sums = self._gray_sums(pixels, fmt, size)
+        k, c = self._affine(sums)
+        return (sums * np.float32(k) + np.float32(c)).astype(np.float32)
+
+    def tensor(self, pixels: np.ndarray, fmt: str = "GRAY", size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """The model's input tensor (quantised for int8/uint8 models)."""
+        if self.spec is None:
+            raise ValueError("Preprocessor was made without a TensorSpec; use image() or pass spec")
+        return to_input(self.image(pixels, fmt, size), self.spec)
+
+    def into(self, pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]], out: np.ndarray) -> None:
+        """Write the model input for one frame into ``out`` (e.g. the interpreter's input buffer).
+
+        Same arithmetic as ``tensor`` with scale folded into one multiply-add, in float32.
+        """
+        sums = self._gray_sums(pixels, fmt, size)
+        k, c = self._affine(sums)
+        buf = self._buf
+        if self.quantized:  # q = rint(x / scale) + zp = rint(x / scale + zp), zp being an integer
+            k, c = k * self._qscale, c * self._qscale + self._zp
+        np.multiply(sums, np.float32(k), out=buf)
+        buf += np.float32(c)
+        if self.quantized:
+            np.rint(buf, out=buf)
+            if self._needs_clip:
+                np.clip(buf, self._qmin, self._qmax, out=buf)
+        np.copyto(out.reshape(buf.shape), buf, casting="unsafe")
+
+
+def preprocess(
+    pixels: np.ndarray,
+    fmt: str = "GRAY",
+    contract: Preprocess = DEFAULT_CONTRACT,
+    spec: Optional[TensorSpec] = None,
+    invert: str = "auto",
+    size: Optional[tuple[int, int]] = None,
+) -> np.ndarray:
+    """One frame → the model input tensor (with ``spec``) or the float image (without)."""
+    p = Preprocessor(contract, spec, invert)
+    return p.tensor(pixels, fmt, size) if spec is not None else p.image(pixels, fmt, size)
