@@ -1,0 +1,513 @@
+"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback.
+
+Every command takes one or more targets (``--host`` repeated, or ``--inventory FILE``), runs on
+all of them in parallel (one SSH connection per host, in threads), prints one result row per
+host (or JSON with ``--json``) and exits non-zero if any host failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import paramiko
+
+from deploy.errors import DeployError
+from deploy.targets import (
+    DEFAULT_DAEMON_PORT,
+    DEFAULT_PYTHON,
+    DEFAULT_REMOTE_DIR,
+    Target,
+    resolve_targets,
+)
+from deploy.trust import DEFAULT_KNOWN_HOSTS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback")
+VARIANTS = ("int8", "float32", "dynamic", "float16")
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """The outcome of one command on one host."""
+
+    host: str
+    ok: bool
+    summary: str
+    data: Any = None
+    error_type: Optional[str] = None
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = self.data.to_json() if hasattr(self.data, "to_json") else self.data
+        if d is not None and not isinstance(d, (dict, list, str, int, float, bool)):
+            d = {k: getattr(d, k) for k in getattr(d, "__dataclass_fields__", {})}
+        return {"host": self.host, "ok": self.ok, "summary": self.summary, "error_type": self.error_type,
+                "elapsed_s": round(self.elapsed_s, 3), "result": d}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("targets")
+    g.add_argument("--host", action="append", default=[], metavar="[USER@]HOST[:PORT]",
+                   help="a device to act on (repeatable); user defaults to yours, port to 22")
+    g.add_argument("--inventory", type=Path, metavar="FILE", help="TOML file naming hosts with user, port, identity, remote_dir")
+    g.add_argument("--identity", type=Path, metavar="FILE", help="private key for SSH; without it your own keys and agent are tried")
+    g.add_argument("--known-hosts", type=Path, default=DEFAULT_KNOWN_HOSTS, metavar="FILE",
+                   help="known-hosts file that pins host keys; unknown or changed keys are refused")
+    g.add_argument("--trust-new", action="store_true",
+                   help="record the key of a host not yet in --known-hosts (check its fingerprint first); changed keys are still refused")
+    g.add_argument("--remote-dir", default=None, metavar="DIR", help=f"kit directory on the device; if unset: inventory value, else {DEFAULT_REMOTE_DIR}")
+    g.add_argument("--python", default=None, metavar="PATH", help=f"the device's Python, the venv is made from it; if unset: inventory value, else {DEFAULT_PYTHON}")
+    g.add_argument("--daemon-port", type=int, default=None, metavar="PORT",
+                   help=f"the daemon's HTTP port on the device's loopback; if unset: inventory value, else {DEFAULT_DAEMON_PORT}")
+    g.add_argument("--connect-timeout-s", type=float, default=10.0, metavar="S", help="SSH connect timeout")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per host in a list) instead of tables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every command."""
+    ap = argparse.ArgumentParser(prog="python -m deploy", description=__doc__, formatter_class=_Formatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_Formatter)
+        _common(p)
+        return p
+
+    p = cmd("doctor", "report the device's arch, OS, Python, systemd, camera, free disk and the TFLite runtime it gets")
+    p.add_argument("--runtime", default="auto", choices=["auto", "tflite-runtime", "ai-edge-litert"], help="force a runtime")
+
+    p = cmd("push", "upload a model release, verify it on the device, switch to it atomically, restart, check health, roll back on failure")
+    p.add_argument("--artifacts", type=Path, required=True, metavar="DIR", help="the host pipeline's output (manifest.json, .tflite, golden.npz)")
+    p.add_argument("--variant", default="int8", choices=VARIANTS, help="which model variant to run")
+    p.add_argument("--runtime", default="auto", choices=["auto", "tflite-runtime", "ai-edge-litert"],
+                   help="TFLite runtime on the device (auto: as `doctor` decides)")
+    p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"],
+                   help="systemd unit where systemd runs, else a pidfile supervisor process")
+    p.add_argument("--source", default="auto",
+                   help="daemon frame source: picamera2, synthetic, folder:DIR, or auto (picamera2 when doctor finds a camera and picamera2, else synthetic)")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads on the device")
+    p.add_argument("--keep", type=int, default=3, help="releases kept on the device (current and previous always kept)")
+    p.add_argument("--health-timeout-s", type=float, default=30.0, help="how long the new daemon has to pass /healthz and classify frames")
+    p.add_argument("--wheelhouse", type=Path, default=None, metavar="DIR",
+                   help="download wheels for the device's platform into DIR on this host and install offline from them")
+    p.add_argument("--golden-count", type=int, default=20, help="golden inputs run on the device before the switch")
+    p.add_argument("--no-progress", action="store_true", help="no upload progress bars")
+
+    for name, help_ in (("start", "start the daemon of the current release"), ("stop", "stop the daemon"),
+                        ("restart", "restart the daemon of the current release")):
+        p = cmd(name, help_)
+        p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"], help="how the daemon is supervised")
+        p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health after start/restart")
+
+    p = cmd("status", "show per host the release, runtime, fps and per-stage latency p50/p90/p99 from the daemon's /stats")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval-s", type=float, default=2.0, help="refresh interval for --watch")
+    p.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes (0: forever)")
+
+    p = cmd("logs", "tail the daemon log, the supervisor log and the results file")
+    p.add_argument("-n", "--lines", type=int, default=20, help="lines of each")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (prefixed by host) until Ctrl-C")
+
+    p = cmd("bench", "run `python -m device bench --json` on the device, save the JSON here, compare variants and hosts")
+    p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="upload all variants from DIR and benchmark them (default: the current release's variant)")
+    p.add_argument("--variant", default="all", help="variant to benchmark, or all")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="where to save <host>-<time>.json")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (passed to the device benchmark)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs (passed to the device benchmark)")
+    p.add_argument("--timeout-s", type=float, default=600.0, help="give up on the benchmark after this long")
+
+    cmd("releases", "list the releases on the device and which one is current")
+
+    p = cmd("rollback", "switch back to the previous release (or --to ID), restart and check health")
+    p.add_argument("--to", default=None, metavar="ID", help="release id to switch to (default: the one before current)")
+    p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"], help="how the daemon is supervised")
+    p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health")
+    return ap
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    return resolve_targets(args.host, args.inventory, identity=args.identity, remote_dir=args.remote_dir,
+                           python=args.python, daemon_port=args.daemon_port)
+
+
+def _on_host(target: Target, args: argparse.Namespace, fn: Callable[[Any], HostResult]) -> HostResult:
+    from deploy.connect import ConnectOptions, connect
+    from deploy.remote import Device
+
+    t0 = time.monotonic()
+    device = None
+    try:
+        conn = connect(target, ConnectOptions(args.known_hosts, args.trust_new, args.connect_timeout_s))
+        device = Device(conn, target)
+        res = fn(device)
+        return HostResult(res.host, res.ok, res.summary, res.data, res.error_type, time.monotonic() - t0)
+    except DeployError as e:
+        return HostResult(target.label, False, str(e), getattr(e, "answer", None) or None, type(e).__name__, time.monotonic() - t0)
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        return HostResult(target.label, False, f"lost the connection to {target.address}: {type(e).__name__}: {e}. "
+                          "Run the command again: an interrupted push is finished by the next one",
+                          None, "ConnectionLost", time.monotonic() - t0)
+    except Exception as e:  # one host's surprise must not hide the others' results
+        return HostResult(target.label, False, f"unexpected {type(e).__name__}: {e}", None, type(e).__name__, time.monotonic() - t0)
+    finally:
+        if device is not None:
+            device.close()
+
+
+def _bind(fn: Callable[[Any, int], HostResult], i: int) -> Callable[[Any], HostResult]:
+    return lambda d: fn(d, i)
+
+
+def run_on_all(targets: Sequence[Target], args: argparse.Namespace, fn: Callable[[Any, int], HostResult]) -> list[HostResult]:
+    """Run ``fn(device, index)`` on every target in parallel; results in target order."""
+    if len(targets) == 1:
+        return [_on_host(targets[0], args, lambda d: fn(d, 0))]
+    with ThreadPoolExecutor(max_workers=min(16, len(targets)), thread_name_prefix="deploy") as pool:
+        futures = [pool.submit(_on_host, t, args, _bind(fn, i)) for i, t in enumerate(targets)]
+        return [f.result() for f in futures]
+
+
+def _print_rows(results: list[HostResult], extra: str = "") -> None:
+    from deploy.status import table
+
+    if extra:
+        print(extra)
+    print(table(["host", "result", "detail"], [[r.host, "ok" if r.ok else "FAILED", r.summary] for r in results]))
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        targets = _targets(args)
+        return _dispatch(args, targets)
+    except DeployError as e:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": str(e), "error_type": type(e).__name__}))
+        else:
+            print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _finish(args: argparse.Namespace, results: list[HostResult], human: Optional[Callable[[], None]] = None) -> int:
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=1, default=str))
+    else:
+        if human is not None:
+            human()
+        _print_rows(results)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, targets: list[Target]) -> int:
+    c = args.command
+    if c == "doctor":
+        return _doctor(args, targets)
+    if c == "push":
+        return _push(args, targets)
+    if c in ("start", "stop", "restart"):
+        return _control(args, targets)
+    if c == "status":
+        return _status(args, targets)
+    if c == "logs":
+        return _logs(args, targets)
+    if c == "bench":
+        return _bench(args, targets)
+    if c == "releases":
+        return _releases(args, targets)
+    if c == "rollback":
+        return _rollback(args, targets)
+    raise DeployError(f"unknown command {c}")  # argparse prevents this
+
+
+def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.doctor import doctor
+
+    def fn(device: Any, i: int) -> HostResult:
+        r = doctor(device, args.runtime)
+        summary = (f"{r.machine} · {r.os} · Python {r.python} · systemd {'yes' if r.systemd else 'no'} · camera {r.camera} · "
+                   f"{_gib(r.free_bytes)} free · runtime {r.runtime or '-'}" + (f" ({r.runtime_reason})" if r.runtime else ""))
+        if r.problems:
+            summary = "; ".join(r.problems) + " | " + summary
+        if r.warnings:
+            summary += " | warning: " + "; ".join(r.warnings)
+        return HostResult(r.host, r.ok, summary, r)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+def _push(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.layout import load_artifacts
+    from deploy.push import PushOptions, push
+
+    load_artifacts(args.artifacts).variant(args.variant)  # fail once, before connecting, on a bad folder
+    opts = PushOptions(artifacts=args.artifacts, variant=args.variant, runtime=args.runtime, supervisor=args.supervisor,
+                       source=args.source, threads=args.threads, keep=args.keep, health_timeout_s=args.health_timeout_s,
+                       wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress)
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    def fn(device: Any, i: int) -> HostResult:
+        from dataclasses import replace
+
+        r = push(device, replace(opts, position=i), log)
+        return HostResult(r.host, True, r.summary, r)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+def _control(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.supervisor import control, wait_healthy
+
+    def fn(device: Any, i: int) -> HostResult:
+        out = control(device, args.command, args.supervisor)
+        if args.command == "stop":
+            was = (out.get("stop") or {}).get("was_running", True)
+            return HostResult(device.target.label, True, f"stopped ({out['mode']})" if was else "was not running", out)
+        if args.command == "start" and (out.get("start") or {}).get("already_running"):
+            return HostResult(device.target.label, True, "already running", out)
+        h = wait_healthy(device, args.health_timeout_s)
+        return HostResult(device.target.label, True, f"{args.command}ed release {h.get('release')} ({out['mode']}); "
+                          f"healthy, {h.get('frames')} frames classified", out)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+def _status(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.status import format_status, status
+
+    def fn(device: Any, i: int) -> HostResult:
+        row = status(device)
+        ok = row.running and row.error is None
+        return HostResult(row.host, ok, "running" if ok else (row.error or "not running"), row)
+
+    def once() -> list[HostResult]:
+        return run_on_all(targets, args, fn)
+
+    def render(results: list[HostResult]) -> str:
+        rows = [r.data for r in results if r.data is not None]
+        failed = [r for r in results if r.data is None]
+        text = format_status(rows) if rows else ""
+        for r in failed:
+            text += f"\n{r.host}: FAILED: {r.summary}"
+        return text
+
+    if not args.watch:
+        single = once()
+        if args.json:
+            print(json.dumps([r.to_json() for r in single], indent=1, default=str))
+        else:
+            print(render(single))
+        return EXIT_OK if all(r.ok for r in single) else EXIT_FAILED
+    # --watch keeps one connection per host open between refreshes (reconnecting a host that dropped).
+    from deploy.connect import ConnectOptions, connect
+    from deploy.remote import Device
+
+    devices: dict[int, Any] = {}
+
+    def watch_one(i: int) -> HostResult:
+        t = targets[i]
+        try:
+            if i not in devices:
+                devices[i] = Device(connect(t, ConnectOptions(args.known_hosts, args.trust_new, args.connect_timeout_s)), t)
+            return fn(devices[i], i)
+        except DeployError as e:
+            dev = devices.pop(i, None)
+            if dev is not None:
+                dev.close()
+            return HostResult(t.label, False, str(e), None, type(e).__name__)
+
+    n = 0
+    results: list[HostResult] = []
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+            while True:
+                results = list(pool.map(watch_one, range(len(targets))))
+                n += 1
+                if args.json:
+                    print(json.dumps([r.to_json() for r in results], default=str), flush=True)
+                else:
+                    # Home the cursor and clear the screen, then redraw: refresh in place.
+                    sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"every {args.interval_s:g} s, Ctrl-C to stop\n"
+                                     + render(results) + "\n")
+                    sys.stdout.flush()
+                if args.count and n >= args.count:
+                    break
+                time.sleep(args.interval_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for dev in devices.values():
+            dev.close()
+    return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
+
+
+class _Prefixed:
+    """A stream that writes complete lines prefixed with a host label (threads share stdout)."""
+
+    _lock = __import__("threading").Lock()
+
+    def __init__(self, label: str):
+        self.label = label
+        self.buf = ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        with self._lock:
+            for line in lines:
+                sys.stdout.write(f"{self.label} | {line}\n")
+            sys.stdout.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _follow(args: argparse.Namespace, targets: list[Target]) -> int:
+    import posixpath
+    import shlex
+    import threading
+
+    def one(device: Any, i: int) -> HostResult:
+        logs = posixpath.join(device.root, "logs")
+        files = [posixpath.join(logs, n) for n in ("supervisor.log", "daemon.log", "results.jsonl")]
+        device.conn.run(f"tail -n {int(args.lines)} -F {' '.join(shlex.quote(f) for f in files)}", hide=False, warn=True,
+                        in_stream=False, out_stream=_Prefixed(device.target.label), err_stream=_Prefixed(device.target.label))
+        return HostResult(device.target.label, True, "stream ended")
+
+    results: list[HostResult] = []
+    threads = [threading.Thread(target=lambda t=t, i=i: results.append(_on_host(t, args, lambda d: one(d, i))), daemon=True)
+               for i, t in enumerate(targets)]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    for r in results:
+        if not r.ok:
+            print(f"{r.host}: FAILED: {r.summary}", file=sys.stderr)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _logs(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.releases import logs
+
+    if args.follow:
+        return _follow(args, targets)
+
+    def fn(device: Any, i: int) -> HostResult:
+        out = logs(device, args.lines)
+        return HostResult(device.target.label, True, f"{len(out['daemon'])} daemon, {len(out['results'])} result lines", out)
+
+    results = run_on_all(targets, args, fn)
+
+    def human() -> None:
+        for r in results:
+            if not r.ok:
+                continue
+            for part in ("supervisor", "daemon", "results"):
+                print(f"==> {r.host}: {part} (last {args.lines} lines) <==")
+                for line in r.data.get(part, []):
+                    print(line)
+            print()
+
+    return _finish(args, results, human)
+
+
+def _bench(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.bench import format_bench, run_bench
+
+    extra: list[str] = []
+    if args.runs is not None:
+        extra += ["--runs", str(args.runs)]
+    if args.warmup is not None:
+        extra += ["--warmup", str(args.warmup)]
+    if args.artifacts is not None:
+        from deploy.layout import load_artifacts
+
+        load_artifacts(args.artifacts)
+
+    def fn(device: Any, i: int) -> HostResult:
+        r = run_bench(device, args.artifacts, args.variant, args.out, tuple(extra), args.timeout_s)
+        return HostResult(r.host, True, f"saved {r.saved}", r)
+
+    results = run_on_all(targets, args, fn)
+
+    def human() -> None:
+        ok = [r.data for r in results if r.ok]
+        if ok:
+            print(format_bench(ok))
+            print()
+
+    if args.json:
+        print(json.dumps([{"host": r.host, "ok": r.ok, "summary": r.summary,
+                           "saved": str(r.data.saved) if r.ok else None,
+                           "report": r.data.report if r.ok else None} for r in results], indent=1, default=str))
+        return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return _finish(args, results, human)
+
+
+def _releases(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.releases import list_releases
+    from deploy.status import table
+
+    def fn(device: Any, i: int) -> HostResult:
+        out = list_releases(device)
+        return HostResult(device.target.label, True, f"{len(out['releases'])} releases, current {out.get('current')}", out)
+
+    results = run_on_all(targets, args, fn)
+
+    def human() -> None:
+        body = []
+        for r in results:
+            if r.ok:
+                for rel in r.data["releases"]:
+                    body.append([r.host, ("* " if rel["current"] else "  ") + rel["id"], str(rel.get("variant")),
+                                 str(rel.get("created")), str(rel.get("source"))])
+        if body:
+            print(table(["host", "release", "variant", "created", "pushed by"], body))
+            print()
+
+    return _finish(args, results, human)
+
+
+def _rollback(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.releases import rollback
+
+    def fn(device: Any, i: int) -> HostResult:
+        out = rollback(device, args.to, args.supervisor, args.health_timeout_s)
+        return HostResult(device.target.label, True, f"rolled back {out['from']} -> {out['to']}; healthy, "
+                          f"{out.get('frames')} frames classified", out)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Push a release atomically: upload to staging, verify on the device, switch, restart, check health, roll back.
+
+Order of events, and what a SIGKILL (or dropped connection) at each point leaves behind:
+
+1. ``prepare``: layout created, stale staging cleared.           ``current`` untouched.
+2. upload to ``staging/<id>/`` (tqdm bar), ``release.json`` last.  ``current`` untouched.
+3. venv: created once, reinstalled only on a new requirements hash.
+4. ``verify`` on the device: sizes + sha256 of every file, then the model loaded by the
+   device runtime in a child process and run on golden inputs; only then
+   ``staging/<id>`` is renamed to ``releases/<id>`` (a rename: complete or absent).
+5. ``activate``: ``current`` switched by symlink + rename.         always a complete release.
+6. restart under the supervisor, wait for /healthz and classified frames; on failure the
+   previous release is switched back and restarted, and the push fails with the reason.
+
+A repeated push finds the release already there (uploads nothing), and only does the steps
+whose effect is missing (switch, restart), so an interrupted push is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from tqdm import tqdm
+
+from deploy.doctor import probe
+from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
+from deploy.layout import KEEP_RELEASES, Release, ReleaseConfig, build_release
+from deploy.remote import Device
+from deploy.supervisor import control, wait_healthy
+from deploy.venv import build_wheelhouse, choose_runtime, ensure_venv, push_wheelhouse
+
+FAULT_ENV = "EDGEKIT_DEPLOY_FAULT"
+FAULT_POINTS = ("after-prepare", "mid-upload", "after-upload", "after-verify", "after-switch", "after-restart")
+
+
+def fault(point: str, device: Optional[Device] = None, staged: Optional[str] = None) -> None:
+    """Test hook: ``EDGEKIT_DEPLOY_FAULT=point[=kill|corrupt],...`` kills this process (or damages the upload) at ``point``."""
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, action = item.partition("=")
+        if name != point:
+            continue
+        if (action or "kill") == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action == "corrupt" and device is not None and staged is not None:
+            # Flip bytes in the middle of the uploaded model, as a bad transfer or disk would.
+            with device.sftp.open(staged, "r+b") as f:
+                size = f.stat().st_size
+                f.seek(size // 2)
+                chunk = f.read(64)
+                f.seek(size // 2)
+                f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """What to push and how to bring it up."""
+
+    artifacts: Path
+    variant: str = "int8"
+    runtime: str = "auto"
+    supervisor: str = "auto"
+    source: str = "auto"
+    threads: Optional[int] = None
+    keep: int = KEEP_RELEASES
+    health_timeout_s: float = 30.0
+    wheelhouse: Optional[Path] = None
+    golden_count: int = 20
+    progress: bool = True
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What one push did on one host."""
+
+    host: str
+    release: str
+    action: str  # deployed | switched | unchanged | restarted
+    uploaded_bytes: int
+    previous: Optional[str]
+    runtime: str
+    elapsed_s: float
+    steps: tuple[str, ...] = ()
+    golden: dict[str, Any] = field(default_factory=dict)
+    frames: int = 0
+
+    @property
+    def summary(self) -> str:
+        """One line for the result table."""
+        if self.action == "unchanged":
+            return f"release {self.release} already current and healthy; uploaded nothing"
+        what = {"deployed": "deployed", "switched": "switched to", "restarted": "restarted"}[self.action]
+        up = f"uploaded {self.uploaded_bytes / 1024:.0f} KiB" if self.uploaded_bytes else "uploaded nothing (already on the device)"
+        return f"{what} {self.release} ({self.runtime}; {up}; {self.frames} frames classified)"
+
+
+def _upload(device: Device, release: Release, staging: str, opts: PushOptions, label: str) -> int:
+    dirs = sorted({posixpath.dirname(posixpath.join(staging, f.name)) for f in release.files})
+    for d in dirs:
+        device.makedirs(d)
+    bar = tqdm(total=release.size_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{label} upload",
+               position=opts.position, leave=False, disable=None if opts.progress else True)
+    sent = 0
+    try:
+        for i, f in enumerate(release.files):
+            remote = posixpath.join(staging, f.name)
+            done = {"n": 0}
+
+            def cb(n: int, total: int, done: dict[str, int] = done) -> None:
+                bar.update(n - done["n"])
+                done["n"] = n
+
+            if f.local is not None:
+                device.put(f.local, remote, callback=cb)
+            else:
+                device.put_bytes(f.data or b"", remote)
+                bar.update(f.size_bytes)
+            sent += f.size_bytes
+            if i == 0:
+                fault("mid-upload")
+        # release.json last: without it the agent treats the staging dir as incomplete.
+        device.put_bytes(release.meta_bytes(), posixpath.join(staging, "release.json"))
+    finally:
+        bar.close()
+    return sent
+
+
+def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda s: None) -> PushResult:
+    """Push ``opts.variant`` of ``opts.artifacts`` to one device; see the module docstring."""
+    t0 = time.monotonic()
+    label = device.target.label
+    steps: list[str] = []
+    facts = probe(device, cached=True)
+    choice = choose_runtime(facts, opts.runtime)
+    source = opts.source
+    if source == "auto":
+        camera = bool(facts.get("camera_models"))  # cameras libcamera sees, through picamera2
+        source = "picamera2" if camera else "synthetic"
+        steps.append(f"source: {source} ({'camera and picamera2 found' if camera else 'no camera with picamera2 on this device'})")
+    config = ReleaseConfig(variant=opts.variant, port=device.target.daemon_port, source=source,
+                           runtime=choice.name, threads=opts.threads)
+    release = build_release(opts.artifacts, config, choice.requirements_text)
+    prep = device.agent("prepare", "--dir", device.root, "--id", release.id)
+    previous = prep.get("current")
+    fault("after-prepare")
+    uploaded = 0
+    rel_dir = posixpath.join(device.root, "releases", release.id)
+    if prep["exists"]:
+        steps.append(f"release {release.id} already on the device: uploaded nothing")
+        log(f"{label}: release {release.id} already on the device: uploading nothing")
+    else:
+        staging = str(prep["staging"])
+        uploaded = _upload(device, release, staging, opts, label)
+        steps.append(f"uploaded {len(release.files)} files, {uploaded} bytes")
+        model_name = next(f.name for f in release.files if f.name.endswith(".tflite"))
+        fault("after-upload", device, posixpath.join(staging, model_name))
+        rel_dir = staging
+    if opts.wheelhouse is not None:
+        wheels = build_wheelhouse(str(facts["machine"]), str(facts["python"]), choice.requirements, opts.wheelhouse,
+                                  glibc=str(facts.get("libc") or "") or None)
+        sent = push_wheelhouse(device, wheels, opts.progress, opts.position)
+        steps.append(f"wheelhouse: {len(wheels)} wheels, {sent} bytes sent")
+    venv = ensure_venv(device, posixpath.join(rel_dir, "requirements.txt"), wheelhouse=opts.wheelhouse is not None)
+    steps.extend(venv.get("steps", []))
+    golden: dict[str, Any] = {}
+    if not prep["exists"]:
+        # Loading the runtime under emulation or on a Pi Zero is slow: allow as long as the health check.
+        verify_s = max(120.0, 2 * opts.health_timeout_s)
+        ver = device.agent("verify", "--dir", device.root, "--id", release.id, "--count", str(opts.golden_count),
+                           "--timeout-s", str(verify_s), timeout_s=verify_s + 60, error_cls=VerifyError)
+        golden = dict(ver.get("golden") or {})
+        steps.append(f"verified on the device: sha256 of {len(release.files)} files; golden top-1 "
+                     f"{golden.get('top1_agree')}/{golden.get('count')}, max diff {golden.get('max_abs_diff', 0):.4f}")
+        fault("after-verify")
+    st = device.agent("status", "--dir", device.root)
+    if previous == release.id and st.get("running") and st.get("release") == release.id:
+        try:
+            health = wait_healthy(device, min(opts.health_timeout_s, 10.0))
+            return PushResult(label, release.id, "unchanged", uploaded, previous, choice.name, time.monotonic() - t0,
+                              tuple(steps), golden, int(health.get("frames", 0)))
+        except HealthError:
+            steps.append("current release was not healthy; restarting it")
+    action = "deployed" if not prep["exists"] else ("switched" if previous != release.id else "restarted")
+    if previous != release.id:
+        device.agent("activate", "--dir", device.root, "--id", release.id, "--keep", str(opts.keep))
+        steps.append(f"current: {previous} -> {release.id}")
+        fault("after-switch")
+    try:
+        control(device, "restart", opts.supervisor)
+        fault("after-restart")
+        health = wait_healthy(device, opts.health_timeout_s)
+    except (HealthError, RemoteError) as e:
+        reason = str(e)
+        tail = e.answer.get("log_tail") or []
+        fallback = previous if previous != release.id else None
+        if fallback is None:  # already current (an interrupted push): fall back to the one before it
+            fallback = device.agent("rollback-target", "--dir", device.root, check=False).get("target")
+        if fallback:
+            previous = str(fallback)
+            device.agent("activate", "--dir", device.root, "--id", previous, "--keep", "0")
+            try:
+                control(device, "restart", opts.supervisor)
+                # The previous release was healthy before: give it at least the default time to come back.
+                wait_healthy(device, max(opts.health_timeout_s, 30.0))
+                restored = f"rolled back to {previous}, which is running again"
+            except DeployError as e2:
+                restored = f"rolled back to {previous}, but it did not come up either: {e2}"
+        else:
+            control(device, "stop", opts.supervisor)
+            restored = "no earlier release to roll back to; the daemon is stopped"
+        log_hint = (" Daemon log: " + " | ".join(str(x) for x in tail[-5:])) if tail else ""
+        raise HealthError(f"release {release.id} failed after the switch: {reason}. {restored}.{log_hint}",
+                          e.answer) from None
+    return PushResult(label, release.id, action, uploaded, previous, choice.name, time.monotonic() - t0,
+                      tuple(steps), golden, int(health.get("frames", 0)))

@@ -1,0 +1,200 @@
+"""Commands run on the device: the agent script, plain shell commands and SFTP uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import posixpath
+import shlex
+import socket
+import stat
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from deploy.errors import RemoteError
+from deploy.targets import Target
+
+AGENT_SOURCE = "agent.py"
+
+
+def agent_bytes() -> bytes:
+    """The agent script's source (stdlib-only; runs with the device's python3)."""
+    return files("deploy").joinpath(AGENT_SOURCE).read_bytes()
+
+
+def agent_id() -> str:
+    """Short content hash of the agent, so host and device never disagree on its version."""
+    return hashlib.sha256(agent_bytes()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """Exit code and output of one remote command."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def resolve_remote_dir(home: str, remote_dir: str) -> str:
+    """Absolute remote path: ``~``/``~/x`` and relative paths start at the login's home."""
+    if remote_dir == "~":
+        return home
+    if remote_dir.startswith("~/"):
+        return posixpath.join(home, remote_dir[2:])
+    if remote_dir.startswith("/"):
+        return posixpath.normpath(remote_dir)
+    return posixpath.join(home, remote_dir)
+
+
+class Device:
+    """One connected target: runs the agent, shell commands and uploads under its remote dir."""
+
+    def __init__(self, conn: Connection, target: Target):
+        self.conn = conn
+        self.target = target
+        self._sftp: Any = None
+        home = self.sftp.normalize(".")
+        self.root = resolve_remote_dir(home, target.remote_dir)
+        self.agent_path = posixpath.join(self.root, "bin", f"agent-{agent_id()}.py")
+        self._agent_ready = False
+        self._chan: Any = None
+        self._stdin: Any = None
+        self._stdout: Any = None
+
+    @property
+    def sftp(self) -> Any:
+        """The connection's SFTP client, opened once."""
+        if self._sftp is None:
+            self._sftp = self.conn.sftp()
+        return self._sftp
+
+    def run(self, command: str, timeout_s: Optional[float] = 120.0) -> CommandResult:
+        """Run a shell command; never raises on a non-zero exit."""
+        try:
+            r = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout_s)
+        except CommandTimedOut as e:
+            raise RemoteError(f"`{command[:80]}` on {self.target.label} ran over {timeout_s:.0f} s") from e
+        return CommandResult(int(r.exited), r.stdout, r.stderr)
+
+    def makedirs(self, path: str) -> None:
+        """mkdir -p over SFTP (no shell involved)."""
+        parts = path.split("/")
+        cur = "/" if path.startswith("/") else ""
+        for part in parts:
+            if not part:
+                continue
+            cur = posixpath.join(cur, part) if cur else part
+            try:
+                st = self.sftp.stat(cur)
+                if not stat.S_ISDIR(st.st_mode or 0):
+                    raise RemoteError(f"{cur} on {self.target.label} exists and is not a directory")
+            except FileNotFoundError:
+                self.sftp.mkdir(cur)
+
+    def exists(self, path: str) -> bool:
+        """True when a remote path exists."""
+        try:
+            self.sftp.stat(path)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def ensure_agent(self) -> None:
+        """Upload the agent script once per version (named by its hash)."""
+        if self._agent_ready:
+            return
+        if not self.exists(self.agent_path):
+            self.makedirs(posixpath.dirname(self.agent_path))
+            tmp = self.agent_path + ".part"
+            with self.sftp.open(tmp, "wb") as f:
+                f.write(agent_bytes())
+            self.sftp.posix_rename(tmp, self.agent_path)
+        self._agent_ready = True
+
+    def _open_session(self) -> None:
+        """Start ``agent.py serve`` on one SSH channel: one interpreter answers every later call."""
+        self.ensure_agent()
+        transport = self.conn.client.get_transport()
+        if transport is None:
+            raise RemoteError(f"the SSH connection to {self.target.label} is closed")
+        chan = transport.open_session()
+        chan.exec_command(" ".join(shlex.quote(a) for a in (self.target.python, self.agent_path, "serve")))
+        self._chan = chan
+        self._stdin = chan.makefile_stdin("wb")
+        self._stdout = chan.makefile("rb")
+
+    def _close_session(self) -> None:
+        chan, self._chan = self._chan, None
+        if chan is not None:
+            with contextlib.suppress(Exception):
+                chan.close()
+
+    def agent(self, command: str, *args: str, timeout_s: Optional[float] = 300.0, check: bool = True,
+              error_cls: type[RemoteError] = RemoteError) -> dict[str, Any]:
+        """Run one agent command on the device (through the long-lived agent session); returns its JSON answer."""
+        if self._chan is None or self._chan.closed or self._chan.exit_status_ready():
+            self._open_session()
+        assert self._chan is not None
+        self._chan.settimeout(timeout_s)
+        try:
+            self._stdin.write((json.dumps([command, *args]) + "\n").encode())
+            self._stdin.flush()
+            line = self._stdout.readline()
+        except (socket.timeout, TimeoutError):
+            self._close_session()
+            raise RemoteError(f"agent `{command}` on {self.target.label} gave no answer within {timeout_s:.0f} s") from None
+        except (OSError, EOFError) as e:
+            self._close_session()
+            raise RemoteError(f"lost the connection to {self.target.label} during `{command}`: {e}") from None
+        answer = _last_json(line.decode(errors="replace")) if line else None
+        if answer is None:
+            err = b""
+            with contextlib.suppress(Exception):
+                self._chan.settimeout(2.0)
+                err = self._chan.makefile_stderr("rb").read()
+            detail = (err.decode(errors="replace").strip() or "no answer").splitlines()[-3:]
+            hint = ""
+            if b"No such file" in err or b"not found" in err:
+                hint = f"; is {self.target.python!r} installed there? pass --python PATH"
+            self._close_session()
+            raise RemoteError(f"agent `{command}` on {self.target.label} failed: {' | '.join(detail)}{hint}")
+        if check and not answer.get("ok"):
+            raise error_cls(str(answer.get("error", "unknown error")), answer)
+        return answer
+
+    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None) -> None:
+        """Upload one file via SFTP with a byte-progress callback."""
+        self.sftp.put(str(local), remote, callback=callback, confirm=True)
+
+    def put_bytes(self, data: bytes, remote: str) -> None:
+        """Write bytes to a remote file."""
+        with self.sftp.open(remote, "wb") as f:
+            f.write(data)
+
+    def close(self) -> None:
+        """Close the agent session, SFTP and the connection."""
+        self._close_session()
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # a broken transport may raise anything paramiko has
+                self._sftp.close()
+        with contextlib.suppress(Exception):  # a broken transport may raise anything paramiko has
+            self.conn.close()
+
+
+def _last_json(text: str) -> Optional[dict[str, Any]]:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out = json.loads(line)
+            except ValueError:
+                return None
+            return out if isinstance(out, dict) else None
+    return None

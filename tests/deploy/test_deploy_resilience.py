@@ -1,0 +1,130 @@
+"""Against real sshd "Pis": host-key pinning, pushes killed at named points, several hosts at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+from deploy_helpers import (
+    assert_current_complete,
+    current_id,
+    remote_root,
+    run_cli,
+    run_cli_process,
+)
+
+from deploy.testing import SSHServer, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _args_without(pi: SSHServer, *drop: str) -> list[str]:
+    args = pi.target.cli_args()
+    out = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def test_unknown_and_changed_host_keys_are_refused_before_any_command(make_pi: Callable[..., SSHServer], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    pi = make_pi()
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    args = [*_args_without(pi, "--known-hosts"), "--known-hosts", str(known)]
+    code, data, _ = run_cli(capsys, "doctor", *args)
+    assert code == 1 and data[0]["error_type"] == "HostKeyError"
+    assert "is not in" in data[0]["summary"] and "--trust-new" in data[0]["summary"]
+    assert not remote_root(pi).exists()  # nothing ran: not even the agent upload
+
+    code, data, _ = run_cli(capsys, "doctor", *args, "--trust-new")
+    assert code == 0, data
+    assert f"[127.0.0.1]:{pi.target.port} ssh-ed25519 " in known.read_text()
+    assert remote_root(pi).exists()
+    assert data[0]["result"]["runtime"] in ("ai-edge-litert", "tflite-runtime")
+    code, data, _ = run_cli(capsys, "doctor", *args)  # now pinned: no flag needed
+    assert code == 0
+
+    # The same address comes back with another host key (a reinstalled device, or someone in the middle).
+    port = pi.target.port
+    pi.stop()
+    other_dir = tmp_path / "never-created"
+    imposter = make_pi(port=port, remote_dir=str(other_dir))
+    args2 = [*_args_without(imposter, "--known-hosts"), "--known-hosts", str(known)]
+    for extra in ((), ("--trust-new",)):
+        code, data, _ = run_cli(capsys, "doctor", *args2, *extra)
+        assert code == 1 and data[0]["error_type"] == "HostKeyError"
+        assert "HOST KEY CHANGED" in data[0]["summary"] and "ssh-keygen -R" in data[0]["summary"]
+    code, data, _ = run_cli(capsys, "push", *args2, "--artifacts", "/nonexistent")
+    assert code == 2  # bad artifacts are refused before connecting at all
+    assert not other_dir.exists()
+    assert "Accepted publickey" not in imposter.log.read_text()  # refused during key exchange, before login
+    assert known.read_text().count(f"[127.0.0.1]:{port}") == 1  # the pinned key was not replaced
+
+
+def test_push_killed_at_each_point_then_repeated(make_pi: Callable[..., SSHServer], deploy_artifacts: Path) -> None:
+    pi = make_pi()
+    base = [*pi.target.cli_args(), "--artifacts", str(deploy_artifacts), "--no-progress"]
+    seen: list[tuple[str, str, Optional[str]]] = []
+    plan: list[tuple[str, Optional[str]]] = [
+        ("int8", "mid-upload"), ("int8", "after-switch"), ("int8", None),
+        ("float32", "after-upload"), ("float32", "after-verify"), ("float32", "after-restart"), ("float32", None),
+    ]
+    for variant, point in plan:
+        if point is None:  # the next plain push finishes the job
+            p = run_cli_process("push", *base, "--variant", variant, "--json")
+            assert p.returncode == 0, p.stdout + p.stderr
+            row = json.loads(p.stdout)[0]
+            assert current_id(pi) == row["result"]["release"] == assert_current_complete(pi)
+            st = run_cli_process("status", *pi.target.cli_args(), "--json")
+            s = json.loads(st.stdout)[0]["result"]
+            assert st.returncode == 0 and s["release"] == row["result"]["release"] and s["frames"] > 0
+            continue
+        before = current_id(pi)
+        p = run_cli_process("push", *base, "--variant", variant, env={"EDGEKIT_DEPLOY_FAULT": point})
+        assert p.returncode == -9, f"{point}: {p.returncode} {p.stderr[-500:]}"
+        now = assert_current_complete(pi)  # never a half release behind `current`
+        if point in ("mid-upload", "after-upload", "after-verify"):
+            assert now == before
+        seen.append((variant, point, now))
+    assert seen[1][2] is not None and seen[1][2] != seen[0][2]  # after-switch: current moved, complete
+
+
+def test_two_hosts_at_once(make_pi: Callable[..., SSHServer], deploy_artifacts: Path, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    pis = [make_pi(), make_pi()]
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(p.target.known_hosts.read_text() for p in pis))
+    inv = tmp_path / "pis.toml"
+
+    def entry(name: str, spec: str, pi: SSHServer) -> str:
+        t = pi.target
+        return (f'[hosts.{name}]\nhost = "{spec}"\nidentity = "{t.identity}"\nremote_dir = "{t.remote_dir}"\n'
+                f'daemon_port = {t.daemon_port}\npython = "{t.python}"\n\n')
+
+    inv.write_text(entry("pi_a", pis[0].target.spec, pis[0]) + entry("pi_b", pis[1].target.spec, pis[1]))
+    common = ["--inventory", str(inv), "--known-hosts", str(known)]
+    code, data, _ = run_cli(capsys, "push", *common, "--artifacts", str(deploy_artifacts), "--variant", "int8")
+    assert code == 0, data
+    assert [r["host"] for r in data] == ["pi_a", "pi_b"] and all(r["ok"] for r in data)
+    assert data[0]["result"]["release"] != data[1]["result"]["release"]  # each has its own daemon port in its config
+    for pi, row in zip(pis, data):
+        assert current_id(pi) == row["result"]["release"]
+
+    # A third host that is down: its row fails, the others still report, the exit code says so.
+    dead = tmp_path / "dead.toml"
+    dead.write_text(inv.read_text() + f'[hosts.pi_dead]\nhost = "root@127.0.0.1:{free_port()}"\n')
+    code, data, _ = run_cli(capsys, "status", "--inventory", str(dead), "--known-hosts", str(known), "--connect-timeout-s", "3")
+    assert code == 1
+    assert [(r["host"], r["ok"]) for r in data] == [("pi_a", True), ("pi_b", True), ("pi_dead", False)]
+    assert "connection refused" in data[2]["summary"]
+    assert all(r["result"]["frames"] > 0 and r["result"]["latency_ms"]["invoke"]["p50_ms"] > 0 for r in data[:2])
