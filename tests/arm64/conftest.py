@@ -1,0 +1,81 @@
+"""Fixtures for the emulated Raspberry Pi OS target (Debian Bookworm arm64 under qemu-user).
+
+Everything in this folder carries the ``arm64`` marker (added here, so nothing slips into the
+everyday suite). The session builds the cached root if needed (``build_rootfs.py``), mounts it
+once, and on teardown checks that no process and no mount is left inside it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from arm64_compare import Kit, stage_kit  # noqa: E402
+from arm64_target import Arm64Session, pids_in_root  # noqa: E402
+from build_rootfs import BuildError, Paths, binfmt_problem, build, mounts_under  # noqa: E402
+
+REPO = HERE.parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/arm64 is an arm64 test (and slow)."""
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.arm64)
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def arm64_paths() -> Paths:
+    """The built root and wheelhouse; skips when this machine cannot run aarch64 binaries."""
+    problem = binfmt_problem()
+    if problem:
+        pytest.skip(f"arm64 target unavailable: {problem}")
+    paths = Paths.from_env()
+    try:
+        build(paths)
+    except BuildError as e:
+        msg = str(e)
+        if "binfmt" in msg or "qemu" in msg:
+            pytest.skip(f"arm64 target unavailable: {msg}")
+        raise
+    return paths
+
+
+@pytest.fixture(scope="session")
+def arm64(arm64_paths: Paths) -> Iterator[Arm64Session]:
+    """The root, locked and mounted; torn down with a check that nothing is left behind."""
+    with Arm64Session(arm64_paths) as session:
+        yield session
+    left_pids = pids_in_root(arm64_paths.root)
+    left_mounts = mounts_under(arm64_paths.root)
+    assert not left_pids and not left_mounts, f"arm64 teardown left processes {left_pids} and mounts {left_mounts}"
+
+
+@pytest.fixture(scope="session")
+def arm64_artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A host-pipeline output folder: the shared ``artifacts`` fixture, or a brief training run of our own."""
+    try:
+        return Path(request.getfixturevalue("artifacts"))
+    except pytest.FixtureLookupError:
+        pass
+    sys.path.insert(0, str(REPO / "tests" / "device"))
+    try:
+        from make_artifacts import build as make_artifacts
+    except ImportError:
+        pytest.skip("no `artifacts` fixture in tests/conftest.py and no tests/device/make_artifacts.py to make one")
+    out = tmp_path_factory.mktemp("arm64_artifacts")
+    make_artifacts(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def arm64_kit(arm64: Arm64Session, arm64_artifacts: Path) -> Kit:
+    """The device package, the probe and the artifacts copied into the root."""
+    return stage_kit(arm64, arm64_artifacts)
