@@ -149,6 +149,41 @@ def _tail(path: Path, lines: int) -> list[str]:
     return out[-lines:] if lines > 0 else []
 
 
+_ARCH_FAMILIES = (("x86", ("x86_64", "amd64", "x86", "i386", "i486", "i586", "i686")),)
+_ARCH_PREFIXES = {"aarch64": "arm", "arm": "arm", "ppc": "ppc", "powerpc": "ppc", "riscv": "riscv", "s390": "s390",
+                  "mips": "mips", "loongarch": "loongarch", "sparc": "sparc"}
+
+
+def _arch_family(machine: str) -> str:
+    m = machine.strip().lower()
+    for family, names in _ARCH_FAMILIES:
+        if m in names:
+            return family
+    for prefix, family in _ARCH_PREFIXES.items():
+        if m.startswith(prefix):
+            return family
+    return m
+
+
+def emulated() -> Optional[str]:
+    """What emulates this machine, as ``device.hardware.detect_emulation`` decides it (kept stdlib-only here)."""
+    declared = os.environ.get("EDGEKIT_EMULATED", "").strip()
+    if declared.lower() not in ("", "0", "no", "false", "off", "none"):
+        return declared
+    machine = platform.machine()
+    try:
+        kernel = Path("/proc/sys/kernel/arch").read_text().strip()
+    except OSError:
+        return None
+    if kernel and machine and _arch_family(kernel) != _arch_family(machine):
+        try:
+            qemu = Path(f"/proc/sys/fs/binfmt_misc/qemu-{machine}").read_text().startswith("enabled")
+        except OSError:
+            qemu = False
+        return f"qemu-user-{machine}" if qemu else f"{machine}-on-{kernel}"
+    return None
+
+
 class Layout:
     """Paths under one remote directory."""
 
@@ -263,12 +298,13 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     if args.cached:
         old = _read_json(cache, {}) or {}
         if old.get("key") == key and isinstance(old.get("facts"), dict):
-            return {**old["facts"], "free_bytes": du.free, "total_bytes": du.total, "cameras": _cameras(), "cached": True}
+            return {**old["facts"], "free_bytes": du.free, "total_bytes": du.total, "cameras": _cameras(),
+                    "emulated": emulated(), "cached": True}
     facts = _probe_facts(root, du)
     if cache.parent.is_dir():
         with contextlib.suppress(OSError):
             _write_json_atomic(cache, {"key": key, "facts": facts})
-    return facts
+    return {**facts, "emulated": emulated()}  # per session, never cached: it comes from the session's environment
 
 
 def _cameras() -> list[str]:
@@ -977,6 +1013,7 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
         "last_exit": st.get("last_exit"),
         "port": _port(lay),
         "stats": None,
+        "emulated": emulated(),
     }
     if running and out["port"]:
         try:
@@ -998,9 +1035,21 @@ def cmd_logs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _present_variants(manifest: Path) -> tuple[list[str], list[str]]:
+    """(variants whose model file is next to the manifest, all variants the manifest names)."""
+    data = _read_json(manifest, None)
+    if not isinstance(data, dict) or not isinstance(data.get("variants"), dict):
+        raise AgentError(f"{manifest} is missing or not a manifest; push a release again", kind="missing")
+    named = [str(k) for k in data["variants"]]
+    present = [k for k, v in data["variants"].items()
+               if isinstance(v, dict) and (manifest.parent / str(v.get("path", ""))).is_file()]
+    return present, named
+
+
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``python -m device bench --json`` with the venv on a manifest on the device."""
+    """Run ``python -m device bench --json`` with the venv on the variants present on the device."""
     lay = Layout(args.dir)
+    where = "the uploaded bundle"
     if args.manifest:
         manifest = Path(args.manifest)
         code = Path(args.code)
@@ -1010,23 +1059,54 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             raise AgentError("nothing to benchmark: push a release first or pass --artifacts", kind="missing")
         rel = (lay.releases / rid).resolve()
         manifest, code = rel / "model" / "manifest.json", rel / "code"
+        where = f"release {rid} (current)"
+    present, named = _present_variants(manifest)
+    if args.variant == "all":
+        variants = present
+    elif args.variant in present:
+        variants = [args.variant]
+    else:
+        known = "" if args.variant in named else f" (the manifest names {', '.join(named)})"
+        raise AgentError(
+            f"variant {args.variant!r} is not on the device{known}: {where} holds {', '.join(present) or 'no model'}. "
+            f"Benchmark it with `python -m deploy bench --artifacts DIR --variant {args.variant}` (uploads every variant "
+            f"for the benchmark) or make it current with `python -m deploy push --artifacts DIR --variant {args.variant}`",
+            kind="missing", present=present)
+    if not variants:
+        raise AgentError(f"{where} holds no model file; push a release again", kind="missing")
     python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
-    cmd = [python, "-m", "device", "bench", "--manifest", str(manifest), "--variant", args.variant, "--json", *args.extra]
     env = dict(os.environ, PYTHONPATH=str(code))
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s, env=env, cwd=str(lay.root))
-    except subprocess.TimeoutExpired:
-        raise AgentError(f"the benchmark ran over {args.timeout_s:.0f} s; pass fewer --runs", kind="bench") from None
-    if p.returncode != 0:
-        raise AgentError(f"`python -m device bench` failed (exit {p.returncode}): " + " | ".join(p.stderr.strip().splitlines()[-5:]),
-                         kind="bench")
-    try:
-        report = json.loads(p.stdout)
-    except ValueError:
-        report = _last_json(p.stdout)
-        if report is None:
-            raise AgentError("`python -m device bench --json` printed no JSON: " + p.stdout[-300:], kind="bench") from None
-    return {"report": report, "command": " ".join(cmd)}
+    # One run for all when every variant is there, else one per present variant (a release holds one).
+    runs = ["all"] if variants == named and len(named) > 1 else variants
+    results: list[Any] = []
+    commands = []
+    report: dict[str, Any] = {}
+    deadline = time.monotonic() + args.timeout_s
+    for variant in runs:
+        cmd = [python, "-m", "device", "bench", "--manifest", str(manifest), "--variant", variant, "--json", *args.extra]
+        commands.append(" ".join(cmd))
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()), env=env,
+                               cwd=str(lay.root))
+        except subprocess.TimeoutExpired:
+            raise AgentError(f"the benchmark ran over {args.timeout_s:.0f} s; pass fewer --runs", kind="bench") from None
+        if p.returncode != 0:
+            raise AgentError(f"`python -m device bench` failed (exit {p.returncode}): " + " | ".join(p.stderr.strip().splitlines()[-5:]),
+                             kind="bench")
+        try:
+            one = json.loads(p.stdout)
+        except ValueError:
+            one = _last_json(p.stdout)
+            if one is None:
+                raise AgentError("`python -m device bench --json` printed no JSON: " + p.stdout[-300:], kind="bench") from None
+        part = one.get("results") if isinstance(one, dict) else None
+        if isinstance(part, list):
+            results += part
+            report.update((k, v) for k, v in one.items() if k != "results")
+        else:
+            results.append(one)
+    report["results"] = results
+    return {"report": report, "variants": variants, "emulated": emulated(), "command": " && ".join(commands)}
 
 
 # ---------------------------------------------------------------- main

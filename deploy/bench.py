@@ -1,8 +1,11 @@
 """bench: run ``python -m device bench --json`` on the target, save the JSON locally, compare variants and hosts.
 
-Without ``--artifacts`` it benchmarks the current release (its one variant). With
-``--artifacts DIR`` it first uploads every variant of DIR (with the device code) into
+Without ``--artifacts`` it benchmarks the variants the current release holds (a release holds
+one). With ``--artifacts DIR`` it first uploads every variant of DIR (with the device code) into
 ``<remote-dir>/bench/<hash>/``, once per content, so all variants can be compared on the device.
+
+Timings from an emulated host (``EDGEKIT_EMULATED`` in its SSH sessions, or a qemu-user process
+detected by ``device.hardware``) are marked EMULATED in the table: they are not Pi latency.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, Optional
 from deploy.errors import ArtifactsError
 from deploy.layout import device_code_files, load_artifacts
 from deploy.remote import Device
-from deploy.status import table
+from deploy.status import EMULATED_NOTE, emulated_label, table
 from device.manifest import MANIFEST_NAME, sha256_file
 
 COMPLETE = ".complete"
@@ -33,6 +36,14 @@ class BenchResult:
     report: dict[str, Any]
     saved: Path
     uploaded_bytes: int
+    emulated: Optional[str] = None
+
+    def emulation(self, variant_result: dict[str, Any]) -> Optional[str]:
+        """What emulated one variant's run: the device benchmark's own record, else the agent's."""
+        hw = variant_result.get("hardware")
+        if isinstance(hw, dict) and "emulated" in hw:
+            return hw.get("emulated") or None
+        return self.emulated
 
 
 def _bench_files(artifacts: Path) -> list[tuple[str, Path]]:
@@ -87,8 +98,9 @@ def run_bench(device: Device, artifacts: Optional[Path], variant: str = "all", o
     while path.exists():
         path = out_dir / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.json"
         n += 1
-    path.write_text(json.dumps({"host": device.target.label, "saved_at": time.time(), "report": report}, indent=1) + "\n")
-    return BenchResult(device.target.label, report, path, sent)
+    path.write_text(json.dumps({"host": device.target.label, "saved_at": time.time(), "emulated": answer.get("emulated"),
+                                "report": report}, indent=1) + "\n")
+    return BenchResult(device.target.label, report, path, sent, answer.get("emulated") or None)
 
 
 def _variants(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -131,8 +143,14 @@ def format_bench(results: list[BenchResult]) -> str:
     head = ["variant", "host", "runtime", "load ms", "first ms", "invoke p50 ms", "invoke p99 ms",
             "total p50 ms", "total p99 ms", "accuracy", "peak RSS MiB"]
     body = []
+    emulated = [res.emulation(r) for res in results for _, r in _variants(res.report)]
+    flagged = any(emulated)
+    if flagged:
+        head.insert(2, "hardware")
+    marks = iter(emulated)
     for res in results:
         for name, r in _variants(res.report):
+            mark = next(marks)
             rt = r.get("runtime") or res.report.get("runtime")
             if isinstance(rt, dict):
                 rt = " ".join(str(x) for x in (rt.get("name"), rt.get("version")) if x)
@@ -141,10 +159,13 @@ def format_bench(results: list[BenchResult]) -> str:
             rss_kb = r.get("peak_rss_kb")
             rss_mib = float(rss_kb) / 1024 if isinstance(rss_kb, (int, float)) else None
             acc = r.get("frame_accuracy", r.get("accuracy"))
-            body.append([name, res.host, _fmt(rt), _fmt(r.get("load_ms")), _fmt(r.get("first_inference_ms")),
-                         _fmt(_stage(r, "invoke", "p50_ms")), _fmt(_stage(r, "invoke", "p99_ms")),
-                         _fmt(_stage(r, "total", "p50_ms")), _fmt(_stage(r, "total", "p99_ms")),
-                         _fmt(acc, ".4f"), _fmt(rss_mib, ".1f")])
+            row = [name, res.host, _fmt(rt), _fmt(r.get("load_ms")), _fmt(r.get("first_inference_ms")),
+                   _fmt(_stage(r, "invoke", "p50_ms")), _fmt(_stage(r, "invoke", "p99_ms")),
+                   _fmt(_stage(r, "total", "p50_ms")), _fmt(_stage(r, "total", "p99_ms")),
+                   _fmt(acc, ".4f"), _fmt(rss_mib, ".1f")]
+            if flagged:
+                row.insert(2, emulated_label(mark))
+            body.append(row)
     order = {v: i for i, v in enumerate(("float32", "dynamic", "float16", "int8"))}
     body.sort(key=lambda row: (order.get(row[0], 99), row[0], row[1]))  # a variant's hosts side by side
-    return table(head, body)
+    return table(head, body) + (f"\n{EMULATED_NOTE}" if flagged else "")

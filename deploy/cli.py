@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("bench", "run `python -m device bench --json` on the device, save the JSON here, compare variants and hosts")
     p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
-                   help="upload all variants from DIR and benchmark them (default: the current release's variant)")
-    p.add_argument("--variant", default="all", help="variant to benchmark, or all")
+                   help="upload all variants from DIR and benchmark them (if unset: the current release's variant)")
+    p.add_argument("--variant", default="all",
+                   help="variant to benchmark, or all: every variant on the device (the current release holds one; --artifacts uploads all)")
     p.add_argument("--out", type=Path, default=Path("bench-results"), metavar="DIR", help="where to save <host>-<time>.json")
     p.add_argument("--runs", type=int, default=None, help="timed runs (passed to the device benchmark)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs (passed to the device benchmark)")
@@ -252,6 +253,8 @@ def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
             summary = "; ".join(r.problems) + " | " + summary
         if r.warnings:
             summary += " | warning: " + "; ".join(r.warnings)
+        if r.emulated:
+            summary = f"EMULATED ({r.emulated}): its timings are not Pi latency | " + summary
         return HostResult(r.host, r.ok, summary, r)
 
     return _finish(args, run_on_all(targets, args, fn))
@@ -302,7 +305,10 @@ def _status(args: argparse.Namespace, targets: list[Target]) -> int:
     def fn(device: Any, i: int) -> HostResult:
         row = status(device)
         ok = row.running and row.error is None
-        return HostResult(row.host, ok, "running" if ok else (row.error or "not running"), row)
+        summary = "running" if ok else (row.error or "not running")
+        if row.emulated:
+            summary += f" (EMULATED {row.emulated}: not Pi latency)"
+        return HostResult(row.host, ok, summary, row)
 
     def once() -> list[HostResult]:
         return run_on_all(targets, args, fn)
@@ -456,7 +462,8 @@ def _bench(args: argparse.Namespace, targets: list[Target]) -> int:
 
     def fn(device: Any, i: int) -> HostResult:
         r = run_bench(device, args.artifacts, args.variant, args.out, tuple(extra), args.timeout_s)
-        return HostResult(r.host, True, f"saved {r.saved}", r)
+        note = f"; EMULATED ({r.emulated}): not Pi latency" if r.emulated else ""
+        return HostResult(r.host, True, f"saved {r.saved}{note}", r)
 
     results = run_on_all(targets, args, fn)
 
@@ -467,7 +474,8 @@ def _bench(args: argparse.Namespace, targets: list[Target]) -> int:
             print()
 
     if args.json:
-        print(json.dumps([{"host": r.host, "ok": r.ok, "summary": r.summary,
+        print(json.dumps([{"host": r.host, "ok": r.ok, "summary": r.summary, "error_type": r.error_type,
+                           "emulated": r.data.emulated if r.ok else None,
                            "saved": str(r.data.saved) if r.ok else None,
                            "report": r.data.report if r.ok else None} for r in results], indent=1, default=str))
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED

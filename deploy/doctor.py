@@ -33,6 +33,7 @@ class DoctorReport:
     problems: tuple[str, ...]
     warnings: tuple[str, ...]
     facts: dict[str, Any]
+    emulated: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -91,4 +92,5 @@ def doctor(device: Device, runtime: str = "auto") -> DoctorReport:
         problems=tuple(problems),
         warnings=tuple(warnings),
         facts=f,
+        emulated=f.get("emulated") or None,
     )

@@ -12,6 +12,12 @@ from typing import Any, Optional
 from deploy.remote import Device
 
 STAGES = ("capture", "preprocess", "invoke", "postprocess", "total")
+EMULATED_NOTE = "EMULATED: timings from an emulator on another CPU, not Pi latency"
+
+
+def emulated_label(emulated: Optional[str]) -> str:
+    """How tables mark a host's figures: ``EMULATED (qemu-user-aarch64)`` or ``native``."""
+    return f"EMULATED ({emulated})" if emulated else "native"
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class StatusRow:
     accuracy: Optional[float] = None
     error: Optional[str] = None
     stats: Optional[dict[str, Any]] = None
+    emulated: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -58,6 +65,7 @@ def status(device: Device) -> StatusRow:
         accuracy=stats.get("accuracy"),
         error=a.get("stats_error") if a.get("running") else ("daemon not running" if a.get("current") else "nothing deployed"),
         stats=stats or None,
+        emulated=a.get("emulated") or None,
     )
 
 
@@ -69,9 +77,12 @@ def _lat(row: StatusRow, stage: str) -> str:
 
 
 def format_status(rows: list[StatusRow]) -> str:
-    """A table: host, release, runtime, fps, frames, then p50/p90/p99 ms per stage."""
+    """A table: host, release, runtime, fps, frames, then p50/p90/p99 ms per stage; emulated hosts marked."""
     stages = [s for s in STAGES if any(s in r.latency_ms for r in rows)] or ["invoke", "total"]
+    flagged = any(r.emulated for r in rows)
     head = ["host", "release", "variant", "state", "runtime", "fps", "frames", "restarts"] + [f"{s} p50/p90/p99 ms" for s in stages]
+    if flagged:
+        head.insert(1, "hardware")
     body = []
     for r in rows:
         state = "running" if r.running else "stopped"
@@ -80,7 +91,9 @@ def format_status(rows: list[StatusRow]) -> str:
         body.append([r.host, r.release or "-", r.variant or "-", state, r.runtime or "-",
                      "-" if r.fps is None else f"{r.fps:.1f}", "-" if r.frames is None else str(r.frames),
                      str(r.restarts)] + [_lat(r, s) for s in stages])
-    return table(head, body)
+        if flagged:
+            body[-1].insert(1, emulated_label(r.emulated))
+    return table(head, body) + (f"\n{EMULATED_NOTE}" if flagged else "")
 
 
 def table(head: list[str], body: list[list[str]]) -> str:

@@ -86,8 +86,12 @@ class SSHServer:
     @classmethod
     def start(cls, workdir: Path, port: Optional[int] = None, *, command_prefix: Sequence[str] = (),
               sshd_path: str = SSHD, config_root: Optional[Path] = None, python: str = sys.executable,
-              remote_dir: Optional[str] = None, host_key: Optional[Path] = None, timeout_s: float = 10.0) -> SSHServer:
-        """Start sshd; ``host_key`` reuses a key (to restart "the same device"), else a new one is made."""
+              remote_dir: Optional[str] = None, host_key: Optional[Path] = None, timeout_s: float = 10.0,
+              extra_config: Sequence[str] = ()) -> SSHServer:
+        """Start sshd; ``host_key`` reuses a key (to restart "the same device"), else a new one is made.
+
+        ``extra_config`` adds sshd_config lines, e.g. ``SetEnv EDGEKIT_EMULATED=qemu-user-aarch64``.
+        """
         workdir = Path(workdir)
         root = Path(config_root) if config_root else None
         # Files sshd reads live under config_root (when it runs in a chroot) or workdir.
@@ -119,6 +123,7 @@ class SSHServer:
             f"AuthorizedKeysFile {inside(auth)}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
             "Subsystem sftp internal-sftp\nMaxStartups 50:30:100\nMaxSessions 50\nLogLevel VERBOSE\n"
+            + "".join(f"{line}\n" for line in extra_config)
         )
         # The privilege separation directory sshd insists on (inside the root when chrooted).
         if root is not None:

@@ -154,6 +154,11 @@ def run_bench(
     )
 
 
+def emulated_banner(emulated: str) -> str:
+    """The line that keeps emulated timings from passing for a Pi's."""
+    return f"EMULATED ({emulated}): not Pi latency; these timings come from an emulator on another CPU"
+
+
 def format_text(r: BenchResult) -> str:
     """A human report, benchmark_model style."""
 
@@ -161,7 +166,8 @@ def format_text(r: BenchResult) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}%"
 
     hw = r.hardware
-    lines = [
+    lines = [emulated_banner(hw.emulated)] if hw.emulated else []
+    lines += [
         f"== {r.variant} on {r.source} frames: runtime {r.runtime} {r.runtime_version}, threads {r.threads or 'default'}",
         f"hardware: {hw.model or hw.cpu_model or 'unknown'} ({hw.machine}, {hw.cpu_count} CPUs)"
         + (f", governor {hw.governor}" if hw.governor else "")

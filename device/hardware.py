@@ -1,16 +1,25 @@
-"""What the benchmark ran on: board model, CPU governor, temperature, throttling.
+"""What the benchmark ran on: board model, CPU governor, temperature, throttling, emulation.
 
 Everything is read from files under ``root`` (``/`` on the device) so tests can use a fake root.
 Missing files are simply absent from the report, as on a PC.
+
+``emulated`` says that the timings are not the hardware's: it is ``$EDGEKIT_EMULATED`` when set
+(the emulated arm64 test target sets ``qemu-user-aarch64`` in every SSH session), else detected
+when the kernel's architecture (``/proc/sys/kernel/arch``, which qemu-user passes through) is of
+another family than the one this process runs as (``uname -m``, which qemu-user fakes).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+EMULATED_ENV = "EDGEKIT_EMULATED"
+_NOT_EMULATED = ("", "0", "no", "false", "off", "none")
 
 # Bits of the firmware's get_throttled word (as `vcgencmd get_throttled` prints).
 THROTTLE_BITS = {
@@ -37,6 +46,7 @@ class Hardware:
     temperature_c: Optional[float] = None
     throttled: Optional[int] = None
     throttled_flags: tuple[str, ...] = ()
+    emulated: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -58,9 +68,36 @@ def decode_throttled(value: int) -> tuple[str, ...]:
     return tuple(name for bit, name in THROTTLE_BITS.items() if value >> bit & 1)
 
 
-def read_hardware(root: Path | str = "/") -> Hardware:
-    """Read board, governor, temperature and throttling from ``root``."""
+def arch_family(machine: str) -> str:
+    """``x86`` / ``arm`` / ... for a ``uname -m`` value, so 32-bit userlands on 64-bit kernels match."""
+    m = machine.strip().lower()
+    if m in ("x86_64", "amd64", "x86", "i386", "i486", "i586", "i686"):
+        return "x86"
+    for family in ("aarch64", "arm", "ppc", "powerpc", "riscv", "s390", "mips", "loongarch", "sparc"):
+        if m.startswith(family):
+            return {"aarch64": "arm", "powerpc": "ppc"}.get(family, family)
+    return m
+
+
+def detect_emulation(machine: str, kernel_arch: Optional[str], environ: Mapping[str, str],
+                     qemu_registered: bool = False) -> Optional[str]:
+    """What emulates this process, or None: ``$EDGEKIT_EMULATED``, else a name from an arch mismatch.
+
+    The mismatch is named ``qemu-user-<machine>`` when binfmt_misc has a qemu handler for that
+    machine, else ``<machine>-on-<kernel arch>`` (another user-mode emulator).
+    """
+    declared = environ.get(EMULATED_ENV, "").strip()
+    if declared.lower() not in _NOT_EMULATED:
+        return declared
+    if kernel_arch and machine and arch_family(kernel_arch) != arch_family(machine):
+        return f"qemu-user-{machine}" if qemu_registered else f"{machine}-on-{kernel_arch}"
+    return None
+
+
+def read_hardware(root: Path | str = "/", environ: Optional[Mapping[str, str]] = None) -> Hardware:
+    """Read board, governor, temperature, throttling and emulation from ``root`` (and ``environ``, default os.environ)."""
     r = Path(root)
+    machine = platform.machine()
     model = _read(r, "proc/device-tree/model")
     cpu_model = None
     cpuinfo = _read(r, "proc/cpuinfo") or ""
@@ -82,7 +119,7 @@ def read_hardware(root: Path | str = "/") -> Hardware:
         except ValueError:
             throttled = None
     return Hardware(
-        machine=platform.machine(),
+        machine=machine,
         cpu_count=os.cpu_count() or 1,
         model=model or None,
         cpu_model=cpu_model,
@@ -90,4 +127,6 @@ def read_hardware(root: Path | str = "/") -> Hardware:
         temperature_c=temperature_c,
         throttled=throttled,
         throttled_flags=decode_throttled(throttled) if throttled else (),
+        emulated=detect_emulation(machine, _read(r, "proc/sys/kernel/arch"), os.environ if environ is None else environ,
+                                  (_read(r, f"proc/sys/fs/binfmt_misc/qemu-{machine}") or "").startswith("enabled")),
     )

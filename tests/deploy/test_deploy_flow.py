@@ -179,3 +179,53 @@ def test_supervisor_restarts_a_crashed_daemon_and_stops_cleanly(pi: SSHServer, d
     code, data, _ = run_cli(capsys, "logs", *pi.target.cli_args(), "-n", "5")
     assert code == 0 and len(data[0]["result"]["results"]) == 5
     assert json.loads(data[0]["result"]["results"][-1])["top"]
+
+
+def test_bench_benchmarks_the_current_release_and_marks_emulated_hosts(pi: SSHServer, deploy_artifacts: Path,
+                                                                       capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, row = _push(capsys, pi, deploy_artifacts, "--variant", "int8")
+    assert code == 0, row
+    rid = row["result"]["release"]
+    out = tmp_path / "bench"
+    # The default (--variant all) benchmarks what the release holds: its one model, not all four.
+    code, data, err = run_cli(capsys, "bench", *pi.target.cli_args(), "--runs", "10", "--warmup", "1", "--out", str(out))
+    assert code == 0, (data, err)
+    assert [r["variant"] for r in data[0]["report"]["results"]] == ["int8"]
+    assert data[0]["emulated"] is None and "EMULATED" not in data[0]["summary"]
+    # A variant the release does not hold: one clear line naming what is there and how to get it there.
+    code, data, _ = run_cli(capsys, "bench", *pi.target.cli_args(), "--variant", "float32", "--out", str(out))
+    assert code == 1 and not data[0]["ok"]
+    msg = data[0]["summary"]
+    assert f"release {rid} (current) holds int8" in msg and "push --artifacts DIR --variant float32" in msg, msg
+    assert "\n" not in msg and "Traceback" not in msg
+
+    # The same device reached through an sshd whose sessions say they are emulated (as the arm64 target's do).
+    emu = SSHServer.start(tmp_path / "emu", host_key=pi.host_key, remote_dir=pi.target.remote_dir,
+                          extra_config=["SetEnv EDGEKIT_EMULATED=qemu-user-aarch64"])
+    try:
+        t = emu.target
+        args = ["--host", t.spec, "--identity", str(t.identity), "--known-hosts", str(t.known_hosts),
+                "--remote-dir", t.remote_dir, "--python", t.python]
+        capsys.readouterr()
+        code = main(["status", *args])
+        text = capsys.readouterr().out
+        assert code == 0, text
+        host_line = next(line for line in text.splitlines() if line.startswith(f"127.0.0.1:{t.port} "))
+        assert "EMULATED (qemu-user-aarch64)" in host_line and "not Pi latency" in text
+        code, data, _ = run_cli(capsys, "status", *args)
+        assert data[0]["result"]["emulated"] == "qemu-user-aarch64" and "EMULATED" in data[0]["summary"]
+        code, data, _ = run_cli(capsys, "doctor", *args)
+        assert data[0]["result"]["emulated"] == "qemu-user-aarch64" and "EMULATED (qemu-user-aarch64)" in data[0]["summary"]
+
+        capsys.readouterr()
+        code = main(["bench", *args, "--runs", "10", "--warmup", "1", "--out", str(out)])
+        text = capsys.readouterr().out
+        assert code == 0, text
+        int8_line = next(line for line in text.splitlines() if line.startswith("int8 "))
+        assert "EMULATED (qemu-user-aarch64)" in int8_line and "not Pi latency" in text
+        saved = max(out.glob(f"127.0.0.1_{t.port}-*.json"))
+        report = json.loads(saved.read_text())["report"]
+        # The device benchmark itself recorded it, from its own environment.
+        assert report["results"][0]["hardware"]["emulated"] == "qemu-user-aarch64"
+    finally:
+        emu.stop()

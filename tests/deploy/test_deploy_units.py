@@ -168,6 +168,48 @@ def test_cli_unreachable_host_is_a_row_not_a_traceback(tmp_path: Path) -> None:
     assert p.returncode == 1 and "connection refused" in p.stdout and "FAILED" in p.stdout and "Traceback" not in p.stdout + p.stderr
 
 
+CLI_COMMANDS = [["doctor"], ["push", "--artifacts", "ART"], ["start"], ["stop"], ["restart"], ["status"],
+                ["status", "--watch", "--count", "1", "--interval-s", "0"], ["logs"], ["logs", "-f"], ["bench"], ["releases"],
+                ["rollback"]]
+
+
+@pytest.mark.parametrize("fault", ["refused", "dns", "identity"])
+def test_every_command_fails_in_one_clear_line(fault: str, deploy_artifacts: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.cli import COMMANDS, main
+    from deploy.testing import free_port
+
+    assert {c[0] for c in CLI_COMMANDS} == set(COMMANDS)
+    host, extra, want = {
+        "refused": (f"root@127.0.0.1:{free_port()}", [], "connection refused"),
+        "dns": ("root@no-such-host.invalid", [], "cannot resolve host 'no-such-host.invalid'"),
+        "identity": (f"root@127.0.0.1:{free_port()}", ["--identity", str(tmp_path / "no-key")], f"identity file {tmp_path / 'no-key'} does not exist"),
+    }[fault]
+    for argv in CLI_COMMANDS:
+        argv = [str(deploy_artifacts) if a == "ART" else a for a in argv]
+        capsys.readouterr()
+        code = main([*argv, "--host", host, "--known-hosts", str(tmp_path / "kh"), "--connect-timeout-s", "3", *extra])
+        out, err = capsys.readouterr()
+        lines = [line for line in (out + err).splitlines() if want in line]
+        assert code == 1 and len(lines) == 1, (argv, out, err)
+        assert "FAILED" in lines[0] and "Traceback" not in out + err, (argv, out, err)
+    # --json: the same message, in one string, for scripts.
+    code = main(["releases", "--host", host, "--known-hosts", str(tmp_path / "kh"), "--connect-timeout-s", "3", *extra, "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert code == 1 and not row["ok"] and want in row["summary"] and "\n" not in row["summary"]
+
+
+@pytest.mark.parametrize("command", ["push", "bench"])
+def test_missing_artifacts_dir_is_refused_before_connecting(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.cli import main
+
+    missing = tmp_path / "no-such-dir"
+    code = main([command, "--host", "root@no-such-host.invalid", "--artifacts", str(missing)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: --artifacts {missing}: no manifest") and "python -m host run" in err
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_unit_rendered_from_the_device_template_verifies(tmp_path: Path) -> None:
     """--supervisor systemd fills the device package's unit template for the release; systemd-analyze accepts it."""
