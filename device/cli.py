@@ -24,11 +24,11 @@ EXIT_ERROR = 1
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="manifest.json (or its folder) written by `python -m host run`")
-    p.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use (default: %(default)s, first importable of tflite-runtime, ai-edge-litert, tensorflow)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads (default: the runtime's own choice)")
-    p.add_argument("--invert", default="auto", choices=["auto", "on", "off"], help="polarity: auto decides from the image border (default: %(default)s)")
-    p.add_argument("--main", type=parse_size, default=CameraConfig().main_size, metavar="WxH", help="camera main stream size (default: 640x480)")
-    p.add_argument("--lores", type=parse_size, default=CameraConfig().lores_size, metavar="WxH", help="camera lores YUV420 stream the classifier reads (default: 112x84)")
+    p.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use; auto takes the first importable of tflite-runtime, ai-edge-litert, tensorflow")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads (None: the runtime's own choice)")
+    p.add_argument("--invert", default="auto", choices=["auto", "on", "off"], help="polarity: auto decides from the image border")
+    p.add_argument("--main", type=parse_size, default="{}x{}".format(*CameraConfig().main_size), metavar="WxH", help="camera main stream size")
+    p.add_argument("--lores", type=parse_size, default="{}x{}".format(*CameraConfig().lores_size), metavar="WxH", help="camera lores YUV420 stream the classifier reads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-max-bytes", type=int, default=10 * 1024 * 1024, help="rotate the results file past this size")
     run.add_argument("--results-backups", type=int, default=3, help="rotated results files kept (FILE.1 … FILE.N)")
     run.add_argument("--loop", action="store_true", help="repeat a folder source instead of reading it once")
-    run.add_argument("--exit-when-done", action="store_true", help="exit 0 when a finite source ends (default: keep serving)")
+    run.add_argument("--exit-when-done", action="store_true", help="exit 0 when a finite source ends (otherwise keep serving)")
     run.add_argument("--fps", type=float, default=30.0, help="pace synthetic frames / camera frame rate (0: as fast as possible)")
     run.add_argument("--max-failures", type=int, default=5, help="source failures in a row before exiting 3")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(bench)
     bench.add_argument("--variant", default="int8", choices=[*VARIANTS, "all"], help="variant to measure, or all")
     bench.add_argument("--source", default="synthetic", help="synthetic (lores YUV420) | synthetic-main (640x480 B,G,R) | folder:DIR")
-    bench.add_argument("--runs", type=int, default=None, help="timed frames (default: every golden image once, or 200)")
+    bench.add_argument("--runs", type=int, default=None, help="timed frames (None: every golden image once, or 200)")
     bench.add_argument("--warmup", type=int, default=20, help="untimed frames first")
     bench.add_argument("--hardware-root", type=Path, default=Path("/"), help="where /proc and /sys are read from")
     bench.add_argument("--json", action="store_true", help="print one JSON document instead of the report")

@@ -51,13 +51,19 @@ class FrameSource(Protocol):
         ...
 
 
+ISP_MIN_SIZE = 64  # bcm2835-isp MIN_DIM: the Pi 4 ISP clamps smaller outputs up to this
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     """How the daemon configures a camera: a ``main`` stream and a small ``lores`` YUV420 stream.
 
     The classifier reads the lores Y plane, so the ISP does the scaling and the CPU touches a
     few thousand pixels per frame. 112x84 keeps main's 4:3 aspect, and its centred 84x84
-    square is exactly 3x3 pixels per model input pixel.
+    square is exactly 3x3 pixels per model input pixel. It is the smallest such size the Pi 4's
+    ISP accepts: the bcm2835-isp driver clamps every output to at least 64x64 (``MIN_DIM``), so
+    a 2x2-block lores of 56 rows would come back 64 rows high and lose its exact block grid.
+    Widths only need to be even (the driver pads the row stride to 64 bytes itself).
     """
 
     main_size: tuple[int, int] = (640, 480)
@@ -72,6 +78,11 @@ class CameraConfig:
         for what, (w, h) in (("main_size", self.main_size), ("lores_size", self.lores_size)):
             if w <= 0 or h <= 0 or w % 2 or h % 2:
                 raise ValueError(f"{what} must be positive and even (YUV420 needs it). Got: {w}x{h}")
+        if min(self.lores_size) < ISP_MIN_SIZE:
+            raise ValueError(
+                f"lores_size must be at least {ISP_MIN_SIZE}x{ISP_MIN_SIZE} (the Pi ISP's smallest output). "
+                f"Got: {self.lores_size[0]}x{self.lores_size[1]}; the default 112x84 is the smallest exact 3x3 grid for 28x28"
+            )
         if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
             raise ValueError(f"lores {self.lores_size} must not be larger than main {self.main_size}")
 
@@ -214,6 +225,7 @@ class SyntheticSource:
             self.fmt, self.size = "BGR", (w, h)
             for img in images:
                 self.frames.append(scene.to_bgr888(scene.render_gray(img, w, h, rng)))
+        self._names = [f"synthetic-{i}" for i in range(len(self.frames))]
         self._seq = 0
         self._next_due_ns = 0
 
@@ -240,9 +252,9 @@ class SyntheticSource:
                 time.sleep((self._next_due_ns - now) / 1e9)
             self._next_due_ns = max(now, self._next_due_ns) + int(1e9 / self.fps)
         i = self._seq % len(self.frames)
-        self._seq += 1
+        self._seq = seq = self._seq + 1
         label = None if self.labels is None else self.labels[i]
-        return Frame(self.frames[i], self.fmt, self._seq, time.time_ns(), name=f"synthetic-{i}", label=label, size=self.size)
+        return Frame(self.frames[i], self.fmt, seq, time.time_ns(), self._names[i], label, self.size)
 
     def close(self) -> None:
         """Nothing to release."""

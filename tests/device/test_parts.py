@@ -75,7 +75,9 @@ def test_fake_camera_quirks_and_pi_camera_source(manifest) -> None:  # type: ign
     cam.start()
     main = cam.capture_array("main")
     lores = cam.capture_array("lores")
-    assert main.shape == (480, 640, 3) and lores.shape == (126, cam.camera_configuration()["lores"]["stride"])
+    cfg = cam.camera_configuration()
+    assert cfg is not None
+    assert main.shape == (480, 640, 3) and lores.shape == (126, cfg["lores"]["stride"])
     assert main[0, 0, 0] < main[0, 0, 2]  # warm tint: red is the last byte (B,G,R order)
     cam.close()
     src = PiCameraSource(CameraConfig(), factory=lambda: FakePicamera2(images=images, timeout_every=3))
@@ -130,3 +132,32 @@ def test_systemd_unit_renders_and_verifies(tmp_path: Path) -> None:
     broken.write_text(text.replace("Type=notify", "Type=notifyy").replace("ExecStart=", "ExecStart=relative/"))
     p = subprocess.run(["systemd-analyze", "verify", str(broken)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 or "notifyy" in p.stderr
+
+
+def test_top_k_on_raw_outputs_matches_a_stable_argsort() -> None:
+    from device.pipeline import SMALL_OUTPUT, top_k_raw
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 10, SMALL_OUTPUT, SMALL_OUTPUT + 1, 1000):
+        for dtype in (np.int8, np.uint8, np.float32):
+            for _ in range(30):
+                raw = rng.integers(-3, 3 if dtype != np.uint8 else 5, size=(1, n)).astype(dtype)  # many ties
+                if dtype == np.uint8:
+                    raw = raw.astype(np.uint8)
+                for k in (1, 3, 5):
+                    want = np.argsort(-raw.reshape(-1).astype(np.float64), kind="stable")[:k].tolist()
+                    got = top_k_raw(raw, k)
+                    assert [i for i, _ in got] == want
+                    assert [v for _, v in got] == raw.reshape(-1)[want].tolist()
+
+
+def test_scorer_dequantises_like_quant_to_score() -> None:
+    from device.manifest import TensorSpec
+    from device.pipeline import scorer
+    from device.quant import to_score
+
+    for spec in (TensorSpec((1, 10), "int8", 0.00390625, -128), TensorSpec((1, 10), "uint8", 0.1, 3), TensorSpec((1, 10), "float32")):
+        f = scorer(spec)
+        values = range(-128, 128) if spec.dtype == "int8" else range(256) if spec.dtype == "uint8" else [0.0, 0.25, -1.5]
+        for v in values:
+            assert f(v) == to_score(v, spec)

@@ -95,7 +95,7 @@ def test_quantisation_round_trip_is_within_half_a_step() -> None:
     q = to_input(x, INT8)
     assert q.dtype == np.int8 and q.shape == (1, 28, 28, 1)
     back = to_scores(q, INT8).reshape(28, 28)
-    assert np.abs(back - x).max() <= INT8.scale / 2 + 1e-6
+    assert np.abs(back - x).max() <= float(INT8.scale or 0) / 2 + 1e-6
 
 
 def test_into_matches_tensor_for_int8_and_float() -> None:
@@ -131,3 +131,73 @@ def test_bad_frames_raise_frame_error_saying_what_was_expected(pixels: np.ndarra
     with pytest.raises(FrameError, match=r"Got|needs|unknown") as e:
         Preprocessor().image(pixels, fmt, size)  # type: ignore[arg-type]
     assert msg in str(e.value)
+
+
+# ---------------------------------------------------------------- the per-frame fast path
+
+
+def _frames() -> list[tuple[np.ndarray, str, object]]:
+    """Frames of several geometries: lores YUV420 (3x3 and 4x4 blocks), grey 2x2, strided views, colour."""
+    imgs = np.stack([garment(s) for s in range(7, 10)])
+    out: list[tuple[np.ndarray, str, object]] = []
+    for cfg in (CameraConfig(), CameraConfig(lores_size=(150, 112)), CameraConfig(main_size=(320, 240), stream="main")):
+        src = SyntheticSource(imgs, None, cfg)
+        out += [(f.pixels, f.fmt, f.size) for f in (src.read() for _ in range(3))]
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, size=(56, 74)).astype(np.uint8)  # 2x2 blocks
+    padded = rng.integers(0, 256, size=(84, 200)).astype(np.uint8)[:, 10:122]  # not C-contiguous
+    out += [(grey, "GRAY", None), (255 - grey, "GRAY", None), (padded, "GRAY", None), (garment(11), "GRAY", None)]
+    return out
+
+
+@pytest.mark.parametrize("spec", [INT8, TensorSpec((1, 28, 28, 1), "float32"), TensorSpec((1, 28, 28, 1), "uint8", 1 / 255, 0)])
+def test_into_reuses_its_plan_and_keeps_the_arithmetic(spec: TensorSpec) -> None:
+    p = Preprocessor(spec=spec)
+    out = np.zeros(spec.shape, np.dtype(spec.dtype))
+    frames = _frames()
+    for pixels, fmt, size in frames + frames[::-1]:  # geometry changes back and forth: plans are rebuilt
+        p.into(pixels, fmt, size, out)  # type: ignore[arg-type]
+        # the same folded arithmetic on the general path's block sums: equal bit for bit
+        sums = p._gray_sums(pixels, fmt, size)  # type: ignore[arg-type]
+        k, c = p._affine(sums)
+        if spec.quantized:
+            qs, zp = 1.0 / float(spec.scale or 1.0), float(spec.zero_point or 0)
+            want = np.rint(sums * np.float32(k * qs) + np.float32(c * qs + zp)).astype(spec.dtype)
+        else:
+            want = (sums * np.float32(k) + np.float32(c)).astype(np.float32)
+        np.testing.assert_array_equal(out.reshape(28, 28), want)
+        # and tensor() (scale applied after the stretch) differs at most by a rounding tie
+        ref = p.tensor(pixels, fmt, size).astype(np.float64)  # type: ignore[arg-type]
+        assert np.abs(out.astype(np.float64) - ref).max() <= (1.0 if spec.quantized else 1e-6)  # one count
+
+
+def test_into_writes_through_a_non_contiguous_output() -> None:
+    pixels, fmt, size = _frames()[0]
+    big = np.zeros((2, 28, 28, 1), np.int8)
+    out = big[:, :, :, :][0:1]  # contiguous: written in place
+    holder = np.zeros((1, 28, 56, 1), np.int8)
+    strided = holder[:, :, ::2, :]  # not contiguous: reshape would copy
+    p = Preprocessor(spec=INT8)
+    p.into(pixels, fmt, size, out)  # type: ignore[arg-type]
+    p.into(pixels, fmt, size, strided)  # type: ignore[arg-type]
+    want = p.tensor(pixels, fmt, size)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(strided, want)
+    assert holder[:, :, 1::2].max() == 0  # and nothing beside it
+
+
+def test_a_bad_frame_after_good_ones_still_raises() -> None:
+    pixels, fmt, size = _frames()[0]
+    p = Preprocessor(spec=INT8)
+    out = np.zeros(INT8.shape, np.int8)
+    p.into(pixels, fmt, size, out)  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match="uint8"):
+        p.into(pixels.astype(np.float32), fmt, size, out)  # type: ignore[arg-type]
+    with pytest.raises(FrameError, match="stride"):
+        p.into(pixels[:100], fmt, size, out)  # type: ignore[arg-type]
+
+
+def test_lores_smaller_than_the_isp_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 64x64"):
+        CameraConfig(lores_size=(74, 56))
+    assert min(CameraConfig().lores_size) >= 64 and CameraConfig().lores_size[1] % 28 == 0
