@@ -1,0 +1,52 @@
+"""Model and training pieces on small data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from host.errors import ConfigError
+from host.model import ModelConfig, build_model
+from host.train import TrainConfig, make_dataset, to_float
+
+
+def test_model_is_small_and_outputs_probabilities() -> None:
+    m = build_model(ModelConfig())
+    assert m.count_params() <= 100_000
+    assert tuple(m.input_shape) == (None, 28, 28, 1)
+    out = np.asarray(m(np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32), training=False))
+    assert out.shape == (3, 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_model_has_no_augmentation_layers() -> None:
+    names = {type(layer).__name__ for layer in build_model().layers}
+    assert not any(n.startswith("Random") for n in names), names
+
+
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_non_positive_epochs_are_refused(epochs: int) -> None:
+    with pytest.raises(ConfigError, match="positive"):
+        TrainConfig(epochs=epochs)
+
+
+def test_to_float_matches_the_device_normalisation() -> None:
+    x = np.arange(256, dtype=np.uint8)
+    f = to_float(x)
+    assert f.dtype == np.float32 and f[0] == 0.0 and f[-1] == 1.0
+
+
+def test_training_pipeline_augments_and_evaluation_pipeline_does_not() -> None:
+    rng = np.random.default_rng(1)
+    x = np.zeros((64, 28, 28, 1), np.uint8)
+    x[:, 4:20, 2:12] = rng.integers(100, 255, (64, 16, 10, 1), dtype=np.uint8)  # off-centre, asymmetric
+    y = np.arange(64) % 10
+    cfg = TrainConfig(epochs=1, batch_size=64)
+    plain = next(iter(make_dataset(x, y, cfg, training=False)))[0].numpy()
+    np.testing.assert_allclose(plain, x / 255.0, atol=1e-6)
+    aug = next(iter(make_dataset(x, y, cfg, training=True)))[0].numpy()
+    assert aug.shape == plain.shape and aug.min() >= 0.0 and aug.max() <= 1.0
+    # flips and shifts move mass: some images' column centre of mass must have changed
+    cols = np.arange(28)
+    com = lambda a: (a.sum(axis=(1, 3)) * cols).sum(1) / a.sum(axis=(1, 2, 3))  # noqa: E731
+    assert np.sum(np.abs(np.sort(com(aug)) - np.sort(com(plain))) > 1.0) > 5
