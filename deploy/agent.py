@@ -439,7 +439,7 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
                 "the device is overloaded or the model too large",
                 kind="golden",
             ) from None
-        result = _last_json(p.stdout)
+        result = last_json(p.stdout)
         if p.returncode != 0 or not result or not result.get("ok"):
             reason = (result or {}).get("error") or (p.stderr.strip().splitlines() or ["no output"])[-1]
             raise AgentError(f"the model failed its check on the device: {reason}", kind="golden", detail=result)
@@ -448,7 +448,8 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
         return {"verified": True, "already": False, "golden": result, "release": meta.get("id")}
 
 
-def _last_json(text: str) -> Optional[dict[str, Any]]:
+def last_json(text: str) -> Optional[dict[str, Any]]:
+    """The last line of ``text`` that is a JSON object, or None (shared with deploy.remote)."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -832,14 +833,20 @@ def _unit_name(lay: Layout) -> str:
 
 def render_unit(lay: Layout, rel: Path, config: dict[str, Any], user: str) -> str:
     """The device package's unit template (shipped in the release), filled for this release and directory."""
-    # device.service is stdlib-only: import the release's own copy of it.
-    for name in [m for m in sys.modules if m == "device" or m.startswith("device.")]:
-        del sys.modules[name]
+    # device.service is stdlib-only: import the release's own copy of it, then put back whatever
+    # `device` modules the process had (tests call this in-process).
+    def is_device(name: str) -> bool:
+        return name == "device" or name.startswith("device.")
+
+    saved = {m: sys.modules.pop(m) for m in [m for m in sys.modules if is_device(m)]}
     sys.path.insert(0, str(rel / "code"))
     try:
         from device.service import render_unit as render
     finally:
         sys.path.pop(0)
+        for name in [m for m in sys.modules if is_device(m)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
     python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
     # Paths go through `current`, so a switch + restart needs no new unit unless the config changed.
     text = render(manifest=str(lay.current / "model" / "manifest.json"), user=user, workdir=str(lay.current),
@@ -1096,7 +1103,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         try:
             one = json.loads(p.stdout)
         except ValueError:
-            one = _last_json(p.stdout)
+            one = last_json(p.stdout)
             if one is None:
                 raise AgentError("`python -m device bench --json` printed no JSON: " + p.stdout[-300:], kind="bench") from None
         part = one.get("results") if isinstance(one, dict) else None

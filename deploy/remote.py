@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
+from deploy.agent import last_json
 from deploy.errors import RemoteError
 from deploy.targets import Target
 
@@ -153,7 +154,7 @@ class Device:
         except (OSError, EOFError) as e:
             self._close_session()
             raise RemoteError(f"lost the connection to {self.target.label} during `{command}`: {e}") from None
-        answer = _last_json(line.decode(errors="replace")) if line else None
+        answer = last_json(line.decode(errors="replace")) if line else None
         if answer is None:
             err = b""
             with contextlib.suppress(Exception):
@@ -186,15 +187,3 @@ class Device:
                 self._sftp.close()
         with contextlib.suppress(Exception):  # a broken transport may raise anything paramiko has
             self.conn.close()
-
-
-def _last_json(text: str) -> Optional[dict[str, Any]]:
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out = json.loads(line)
-            except ValueError:
-                return None
-            return out if isinstance(out, dict) else None
-    return None

@@ -59,20 +59,9 @@ def arm64(arm64_paths: Paths) -> Iterator[Arm64Session]:
 
 
 @pytest.fixture(scope="session")
-def arm64_artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A host-pipeline output folder: the shared ``artifacts`` fixture, or a brief training run of our own."""
-    try:
-        return Path(request.getfixturevalue("artifacts"))
-    except pytest.FixtureLookupError:
-        pass
-    sys.path.insert(0, str(REPO / "tests" / "device"))
-    try:
-        from make_artifacts import build as make_artifacts
-    except ImportError:
-        pytest.skip("no `artifacts` fixture in tests/conftest.py and no tests/device/make_artifacts.py to make one")
-    out = tmp_path_factory.mktemp("arm64_artifacts")
-    make_artifacts(out)
-    return out
+def arm64_artifacts(artifacts: Path) -> Path:
+    """The shared host-pipeline output (tests/conftest.py)."""
+    return artifacts
 
 
 @pytest.fixture(scope="session")

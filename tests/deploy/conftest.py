@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -22,24 +20,9 @@ def _need_sshd() -> None:
 
 
 @pytest.fixture(scope="session")
-def deploy_artifacts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shared ``artifacts`` fixture when tests/conftest.py provides it, else a cached brief real run."""
-    try:
-        return Path(request.getfixturevalue("artifacts"))
-    except pytest.FixtureLookupError:
-        pass
-    maker = REPO / "tests" / "device" / "make_artifacts.py"
-    key = hashlib.sha256(maker.read_bytes()).hexdigest()[:12]
-    cache = Path.home() / ".cache" / "edgekit" / f"deploy-artifacts-{key}"
-    if not (cache / "manifest.json").exists():
-        sys.path.insert(0, str(maker.parent))
-        import make_artifacts
-
-        tmp = tmp_path_factory.mktemp("artifacts")
-        make_artifacts.build(tmp, train_count=6000, epochs=1)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tmp, cache, dirs_exist_ok=True)
-    return cache
+def deploy_artifacts(artifacts: Path) -> Path:
+    """The shared host-pipeline output (tests/conftest.py)."""
+    return artifacts
 
 
 @pytest.fixture
