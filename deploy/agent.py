@@ -207,6 +207,10 @@ class Layout:
         self.results = self.logs / "results.jsonl"
         self.bench = self.root / "bench"
 
+    def python(self) -> str:
+        """The venv's Python once it exists, else the one running the agent."""
+        return str(self.venv_python) if self.venv_python.exists() else sys.executable
+
     def ensure(self) -> None:
         """Create the directories every command expects."""
         for d in (self.releases, self.staging, self.run, self.logs):
@@ -428,7 +432,7 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
         if not rel.is_dir():
             raise AgentError(f"no staged upload at {rel}; push again", kind="incomplete")
         meta = _check_files(rel)
-        python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
+        python = lay.python()
         env = dict(os.environ, PYTHONPATH=str(rel / "code"), PYTHONDONTWRITEBYTECODE="1")
         cmd = [python, str(rel / "code" / "edgekit_agent.py"), "golden", "--release", str(rel), "--count", str(args.count)]
         try:
@@ -668,7 +672,7 @@ def cmd_venv(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _daemon_command(lay: Layout, rel: Path, config: dict[str, Any]) -> list[str]:
-    python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
+    python = lay.python()
     cmd = [
         python, "-m", "device", "run",
         "--manifest", str(rel / "model" / "manifest.json"),
@@ -677,12 +681,17 @@ def _daemon_command(lay: Layout, rel: Path, config: dict[str, Any]) -> list[str]
         "--port", str(int(config["port"])),
         "--results", str(lay.results),
     ]
+    return cmd + _runtime_args(config) + [str(x) for x in config.get("extra_args", [])]
+
+
+def _runtime_args(config: dict[str, Any]) -> list[str]:
+    """The daemon's --runtime/--threads options a release's config asks for."""
+    args = []
     if config.get("runtime") and config["runtime"] != "auto":
-        cmd += ["--runtime", str(config["runtime"])]
+        args += ["--runtime", str(config["runtime"])]
     if config.get("threads"):
-        cmd += ["--threads", str(int(config["threads"]))]
-    cmd += [str(x) for x in config.get("extra_args", [])]
-    return cmd
+        args += ["--threads", str(int(config["threads"]))]
+    return args
 
 
 def cmd_supervise(args: argparse.Namespace) -> dict[str, Any]:
@@ -827,6 +836,14 @@ def _start_process(lay: Layout) -> dict[str, Any]:
     )
 
 
+def _require_current(lay: Layout) -> str:
+    """The current release id; an error naming the fix when nothing was pushed yet."""
+    rid = lay.current_id()
+    if rid is None:
+        raise AgentError("nothing to start: no release has been pushed to this directory; run `deploy push` first", kind="missing")
+    return rid
+
+
 def _unit_name(lay: Layout) -> str:
     return "edgekit-" + hashlib.sha256(str(lay.root).encode()).hexdigest()[:8] + ".service"
 
@@ -847,16 +864,12 @@ def render_unit(lay: Layout, rel: Path, config: dict[str, Any], user: str) -> st
         for name in [m for m in sys.modules if is_device(m)]:
             del sys.modules[name]
         sys.modules.update(saved)
-    python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
+    python = lay.python()
     # Paths go through `current`, so a switch + restart needs no new unit unless the config changed.
     text = render(manifest=str(lay.current / "model" / "manifest.json"), user=user, workdir=str(lay.current),
                   state_dir=str(lay.logs), python=python, variant=str(config["variant"]),
                   source=str(config.get("source", "synthetic")), port=int(config["port"]))
-    extra = []
-    if config.get("runtime") and config["runtime"] != "auto":
-        extra += ["--runtime", str(config["runtime"])]
-    if config.get("threads"):
-        extra += ["--threads", str(int(config["threads"]))]
+    extra = _runtime_args(config)
     lines = []
     for line in text.splitlines():
         if line.startswith("ExecStart=") and extra:
@@ -885,9 +898,7 @@ def _systemd_start(lay: Layout, restart: bool) -> dict[str, Any]:
     import getpass
 
     unit = _unit_name(lay)
-    rid = lay.current_id()
-    if rid is None:
-        raise AgentError("nothing to start: no release has been pushed to this directory; run `deploy push` first", kind="missing")
+    rid = _require_current(lay)
     rel = (lay.releases / rid).resolve()
     config = _read_json(rel / "config.json", {})
     text = render_unit(lay, rel, config, getpass.getuser())
@@ -929,8 +940,7 @@ def cmd_control(args: argparse.Namespace) -> dict[str, Any]:
     if args.action in ("stop", "restart"):
         out["stop"] = _stop_process(lay, args.timeout_s)
     if args.action in ("start", "restart"):
-        if lay.current_id() is None:
-            raise AgentError("nothing to start: no release has been pushed to this directory; run `deploy push` first", kind="missing")
+        _require_current(lay)
         out["start"] = _start_process(lay)
     return out
 
@@ -1081,7 +1091,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             kind="missing", present=present)
     if not variants:
         raise AgentError(f"{where} holds no model file; push a release again", kind="missing")
-    python = str(lay.venv_python) if lay.venv_python.exists() else sys.executable
+    python = lay.python()
     env = dict(os.environ, PYTHONPATH=str(code))
     # One run for all when every variant is there, else one per present variant (a release holds one).
     runs = ["all"] if variants == named and len(named) > 1 else variants

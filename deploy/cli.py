@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from typing import Any, Callable, Optional
 import paramiko
 
 from deploy.errors import DeployError
+from deploy.layout import KEEP_RELEASES
+from deploy.supervisor import SUPERVISORS
 from deploy.targets import (
     DEFAULT_DAEMON_PORT,
     DEFAULT_PYTHON,
@@ -28,6 +31,7 @@ from deploy.targets import (
     resolve_targets,
 )
 from deploy.trust import DEFAULT_KNOWN_HOSTS
+from deploy.venv import RUNTIME_CHOICES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback")
@@ -87,19 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = cmd("doctor", "report the device's arch, OS, Python, systemd, camera, free disk and the TFLite runtime it gets")
-    p.add_argument("--runtime", default="auto", choices=["auto", "tflite-runtime", "ai-edge-litert"], help="force a runtime")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help="force a runtime")
 
     p = cmd("push", "upload a model release, verify it on the device, switch to it atomically, restart, check health, roll back on failure")
     p.add_argument("--artifacts", type=Path, required=True, metavar="DIR", help="the host pipeline's output (manifest.json, .tflite, golden.npz)")
     p.add_argument("--variant", default="int8", choices=VARIANTS, help="which model variant to run")
-    p.add_argument("--runtime", default="auto", choices=["auto", "tflite-runtime", "ai-edge-litert"],
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                    help="TFLite runtime on the device (auto: as `doctor` decides)")
-    p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"],
+    p.add_argument("--supervisor", default="auto", choices=SUPERVISORS,
                    help="systemd unit where systemd runs, else a pidfile supervisor process")
     p.add_argument("--source", default="auto",
                    help="daemon frame source: picamera2, synthetic, folder:DIR, or auto (picamera2 when doctor finds a camera and picamera2, else synthetic)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads on the device")
-    p.add_argument("--keep", type=int, default=3, help="releases kept on the device (current and previous always kept)")
+    p.add_argument("--keep", type=int, default=KEEP_RELEASES, help="releases kept on the device (current and previous always kept)")
     p.add_argument("--health-timeout-s", type=float, default=30.0, help="how long the new daemon has to pass /healthz and classify frames")
     p.add_argument("--wheelhouse", type=Path, default=None, metavar="DIR",
                    help="download wheels for the device's platform into DIR on this host and install offline from them")
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in (("start", "start the daemon of the current release"), ("stop", "stop the daemon"),
                         ("restart", "restart the daemon of the current release")):
         p = cmd(name, help_)
-        p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"], help="how the daemon is supervised")
+        p.add_argument("--supervisor", default="auto", choices=SUPERVISORS, help="how the daemon is supervised")
         p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health after start/restart")
 
     p = cmd("status", "show per host the release, runtime, fps and per-stage latency p50/p90/p99 from the daemon's /stats")
@@ -135,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("rollback", "switch back to the previous release (or --to ID), restart and check health")
     p.add_argument("--to", default=None, metavar="ID", help="release id to switch to (default: the one before current)")
-    p.add_argument("--supervisor", default="auto", choices=["auto", "systemd", "process"], help="how the daemon is supervised")
+    p.add_argument("--supervisor", default="auto", choices=SUPERVISORS, help="how the daemon is supervised")
     p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health")
     return ap
 
@@ -261,10 +265,10 @@ def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
 
 
 def _push(args: argparse.Namespace, targets: list[Target]) -> int:
-    from deploy.layout import load_artifacts
+    from deploy.layout import artifact_variant, load_artifacts
     from deploy.push import PushOptions, push
 
-    load_artifacts(args.artifacts).variant(args.variant)  # fail once, before connecting, on a bad folder
+    artifact_variant(load_artifacts(args.artifacts), args.variant)  # fail once, before connecting, on a bad folder
     opts = PushOptions(artifacts=args.artifacts, variant=args.variant, runtime=args.runtime, supervisor=args.supervisor,
                        source=args.source, threads=args.threads, keep=args.keep, health_timeout_s=args.health_timeout_s,
                        wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress)
@@ -340,7 +344,7 @@ def _status(args: argparse.Namespace, targets: list[Target]) -> int:
             if i not in devices:
                 devices[i] = Device(connect(t, ConnectOptions(args.known_hosts, args.trust_new, args.connect_timeout_s)), t)
             return fn(devices[i], i)
-        except DeployError as e:
+        except (DeployError, OSError, EOFError, paramiko.SSHException) as e:  # as _on_host: a dropped host, not a traceback
             dev = devices.pop(i, None)
             if dev is not None:
                 dev.close()
@@ -374,7 +378,7 @@ def _status(args: argparse.Namespace, targets: list[Target]) -> int:
 class _Prefixed:
     """A stream that writes complete lines prefixed with a host label (threads share stdout)."""
 
-    _lock = __import__("threading").Lock()
+    _lock = threading.Lock()
 
     def __init__(self, label: str):
         self.label = label
@@ -396,7 +400,6 @@ class _Prefixed:
 def _follow(args: argparse.Namespace, targets: list[Target]) -> int:
     import posixpath
     import shlex
-    import threading
 
     def one(device: Any, i: int) -> HostResult:
         logs = posixpath.join(device.root, "logs")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import paramiko
 from fabric import Connection
@@ -73,9 +72,3 @@ def connect(target: Target, options: ConnectOptions) -> Connection:
         raise ConnectError(f"SSH to {where} failed: {type(e).__name__}: {e}") from None
     return conn
 
-
-def close_quietly(conn: Optional[Connection]) -> None:
-    """Close a connection, ignoring errors from an already-dead transport."""
-    if conn is not None:
-        with contextlib.suppress(Exception):  # a broken transport may raise anything paramiko has
-            conn.close()

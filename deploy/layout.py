@@ -27,7 +27,14 @@ from typing import Any, Optional
 from deploy.errors import ArtifactsError
 from deploy.remote import agent_bytes
 from device.errors import ManifestError
-from device.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_bytes, sha256_file
+from device.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    Variant,
+    load_manifest,
+    sha256_bytes,
+    sha256_file,
+)
 
 KEEP_RELEASES = 3
 ID_LENGTH = 12
@@ -120,13 +127,18 @@ def load_artifacts(artifacts: Path) -> Manifest:
         raise ArtifactsError(f"--artifacts {artifacts}: {e}") from e
 
 
+def artifact_variant(manifest: Manifest, name: str) -> Variant:
+    """The manifest's variant ``name``, or an ArtifactsError listing those it has."""
+    try:
+        return manifest.variant(name)
+    except ManifestError as e:
+        raise ArtifactsError(str(e)) from e
+
+
 def build_release(artifacts: Path, config: ReleaseConfig, requirements_text: str) -> Release:
     """Collect and hash a release for ``config.variant``; refuses a model that does not match its manifest."""
     manifest = load_artifacts(artifacts)
-    try:
-        variant = manifest.variant(config.variant)
-    except ManifestError as e:
-        raise ArtifactsError(str(e)) from e
+    variant = artifact_variant(manifest, config.variant)
     model = manifest.model_path(config.variant)
     if not model.is_file():
         raise ArtifactsError(f"{model} (variant {config.variant}) is missing; re-run the host pipeline")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from deploy.doctor import probe
 from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
 from deploy.layout import KEEP_RELEASES, Release, ReleaseConfig, build_release
-from deploy.remote import Device
+from deploy.remote import Device, progress_callback
 from deploy.supervisor import control, wait_healthy
 from deploy.venv import build_wheelhouse, choose_runtime, ensure_venv, push_wheelhouse
 
@@ -111,14 +111,8 @@ def _upload(device: Device, release: Release, staging: str, opts: PushOptions, l
     try:
         for i, f in enumerate(release.files):
             remote = posixpath.join(staging, f.name)
-            done = {"n": 0}
-
-            def cb(n: int, total: int, done: dict[str, int] = done) -> None:
-                bar.update(n - done["n"])
-                done["n"] = n
-
             if f.local is not None:
-                device.put(f.local, remote, callback=cb)
+                device.put(f.local, remote, callback=progress_callback(bar.update))
             else:
                 device.put_bytes(f.data or b"", remote)
                 bar.update(f.size_bytes)

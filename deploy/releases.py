@@ -17,8 +17,10 @@ def list_releases(device: Device) -> dict[str, Any]:
 def rollback(device: Device, to: Optional[str] = None, supervisor: str = "auto", health_timeout_s: float = 30.0) -> dict[str, Any]:
     """Switch ``current`` back to the previous release (or ``to``), restart and wait for health."""
     if to is None:
-        to = str(device.agent("rollback-target", "--dir", device.root)["target"])
-    before = device.agent("releases", "--dir", device.root).get("current")
+        back = device.agent("rollback-target", "--dir", device.root)  # names current too: one round trip
+        to, before = str(back["target"]), back.get("current")
+    else:
+        before = device.agent("releases", "--dir", device.root).get("current")
     if to == before:
         raise DeployError(f"release {to} is already current; `deploy releases` lists the others")
     device.agent("activate", "--dir", device.root, "--id", to, "--keep", "0")

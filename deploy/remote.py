@@ -1,4 +1,4 @@
-"""Commands run on the device: the agent script, plain shell commands and SFTP uploads."""
+"""Commands run on the device: the agent script and SFTP uploads."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import posixpath
 import shlex
 import socket
 import stat
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fabric import Connection
-from invoke.exceptions import CommandTimedOut
 
 from deploy.agent import last_json
 from deploy.errors import RemoteError
@@ -34,15 +32,6 @@ def agent_id() -> str:
     return hashlib.sha256(agent_bytes()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """Exit code and output of one remote command."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
 def resolve_remote_dir(home: str, remote_dir: str) -> str:
     """Absolute remote path: ``~``/``~/x`` and relative paths start at the login's home."""
     if remote_dir == "~":
@@ -54,8 +43,20 @@ def resolve_remote_dir(home: str, remote_dir: str) -> str:
     return posixpath.join(home, remote_dir)
 
 
+def progress_callback(update: Callable[[int], Any]) -> Callable[[int, int], None]:
+    """An SFTP ``callback(sent_so_far, total)`` that feeds ``update`` (e.g. ``tqdm.update``) the increments."""
+    done = 0
+
+    def cb(sent: int, total: int) -> None:
+        nonlocal done
+        update(sent - done)
+        done = sent
+
+    return cb
+
+
 class Device:
-    """One connected target: runs the agent, shell commands and uploads under its remote dir."""
+    """One connected target: runs the agent and uploads under its remote dir."""
 
     def __init__(self, conn: Connection, target: Target):
         self.conn = conn
@@ -75,14 +76,6 @@ class Device:
         if self._sftp is None:
             self._sftp = self.conn.sftp()
         return self._sftp
-
-    def run(self, command: str, timeout_s: Optional[float] = 120.0) -> CommandResult:
-        """Run a shell command; never raises on a non-zero exit."""
-        try:
-            r = self.conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout_s)
-        except CommandTimedOut as e:
-            raise RemoteError(f"`{command[:80]}` on {self.target.label} ran over {timeout_s:.0f} s") from e
-        return CommandResult(int(r.exited), r.stdout, r.stderr)
 
     def makedirs(self, path: str) -> None:
         """mkdir -p over SFTP (no shell involved)."""

@@ -1,7 +1,7 @@
 """Start, stop and health-check the daemon on the device, under systemd or the pidfile supervisor.
 
 ``--supervisor auto`` picks systemd where it runs (``/run/systemd/system`` exists), else the
-process supervisor: ``edgekit_agent.py supervise``, started with ``setsid`` semantics
+process supervisor: the agent's ``supervise`` command, started with ``setsid`` semantics
 (a new session, detached from the SSH channel), writing ``run/supervisor.pid`` and
 ``run/daemon.pid``, restarting the daemon on failure with a doubling backoff (1 s … 30 s).
 ``stop`` sends SIGTERM to the supervisor, which stops the daemon (SIGKILL after 10 s).

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from tqdm import tqdm
 
 from deploy.errors import DeployError, WheelhouseError
-from deploy.remote import Device
+from deploy.remote import Device, progress_callback
 
 RUNTIME_CHOICES = ("auto", "tflite-runtime", "ai-edge-litert")
 TFLITE_RUNTIME_REQS = ("numpy<2", "tflite-runtime==2.14.0")
@@ -161,13 +161,7 @@ def push_wheelhouse(device: Device, wheels: Sequence[Path], progress: bool = Tru
     try:
         for w in todo:
             tmp = posixpath.join(remote, w.name + ".part")
-            done = {"n": 0}
-
-            def cb(n: int, total: int, done: dict[str, int] = done) -> None:
-                bar.update(n - done["n"])
-                done["n"] = n
-
-            device.put(w, tmp, callback=cb)
+            device.put(w, tmp, callback=progress_callback(bar.update))
             device.sftp.posix_rename(tmp, posixpath.join(remote, w.name))  # never a half wheel under its name
             sent += w.stat().st_size
     finally:

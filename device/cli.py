@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from device.errors import DeviceError
-from device.frames import CameraConfig, FrameSource, parse_size
+from device.frames import DEFAULT_CAMERA, CameraConfig, FrameSource, parse_size
 from device.manifest import VARIANTS, load_manifest
 from device.runtime import RUNTIMES
 
@@ -27,8 +27,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use; auto takes the first importable of tflite-runtime, ai-edge-litert, tensorflow")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads (None: the runtime's own choice)")
     p.add_argument("--invert", default="auto", choices=["auto", "on", "off"], help="polarity: auto decides from the image border")
-    p.add_argument("--main", type=parse_size, default="{}x{}".format(*CameraConfig().main_size), metavar="WxH", help="camera main stream size")
-    p.add_argument("--lores", type=parse_size, default="{}x{}".format(*CameraConfig().lores_size), metavar="WxH", help="camera lores YUV420 stream the classifier reads")
+    p.add_argument("--main", type=parse_size, default="{}x{}".format(*DEFAULT_CAMERA.main_size), metavar="WxH", help="camera main stream size")
+    p.add_argument("--lores", type=parse_size, default="{}x{}".format(*DEFAULT_CAMERA.lores_size), metavar="WxH", help="camera lores YUV420 stream the classifier reads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-backups", type=int, default=3, help="rotated results files kept (FILE.1 … FILE.N)")
     run.add_argument("--loop", action="store_true", help="repeat a folder source instead of reading it once")
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 when a finite source ends (otherwise keep serving)")
-    run.add_argument("--fps", type=float, default=30.0, help="pace synthetic frames / camera frame rate (0: as fast as possible)")
+    run.add_argument("--fps", type=float, default=30.0, help="synthetic frames per second and camera frame rate (0: synthetic as fast as possible, camera at 30)")
     run.add_argument("--max-failures", type=int, default=5, help="source failures in a row before exiting 3")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -85,7 +85,10 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
         from device.fake_picamera2 import FakePicamera2
         from device.pi_camera import PiCameraSource
 
-        images = np.load(manifest_golden)["images"] if manifest_golden else None
+        images = None
+        if manifest_golden is not None:
+            with np.load(manifest_golden, allow_pickle=False) as z:
+                images = z["images"]
         return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images))
     if spec == "synthetic":
         from device.frames import SyntheticSource
@@ -144,8 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
     )
     daemon.install_signal_handlers()
-    code = daemon.run()  # prints nothing itself; the URL line below is for humans and supervisors
-    return code
+    return daemon.run()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -181,6 +183,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:
         print(f"edgekit-device: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # an unwritable --results / --status-file, a missing golden set, ...
+        print(f"edgekit-device: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

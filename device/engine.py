@@ -75,7 +75,6 @@ class LiteRTEngine:
         self._out_index = out[0]["index"]
         self.input_spec = _spec(inp[0])
         self.output_spec = _spec(out[0])
-        self._in_dtype = np.dtype(inp[0]["dtype"])
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Set the input, invoke, return a copy of the output."""

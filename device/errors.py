@@ -6,7 +6,8 @@
     ├── RuntimeNotFound        no TFLite runtime importable (carries an install hint)
     ├── SourceError            a frame source cannot be opened or read
     │   └── CameraTimeout      the camera did not deliver a frame in time
-    └── FrameError             a frame of the wrong shape or dtype (counted and skipped)
+    ├── FrameError             a frame of the wrong shape or dtype (counted and skipped)
+    └── ServerError            the status HTTP server cannot bind its port
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class CameraTimeout(SourceError):
 
 class FrameError(DeviceError):
     """A frame has the wrong shape or dtype for the pipeline."""
+
+
+class ServerError(DeviceError):
+    """The status HTTP server cannot bind its port (another daemon on it, or no permission)."""

@@ -31,15 +31,6 @@ def to_scores(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def top_k(scores: np.ndarray, k: int = 3) -> list[tuple[int, float]]:
-    """Indices and scores of the k highest scores of a single result, best first."""
-    s = np.asarray(scores).reshape(-1)
-    k = max(1, min(k, s.size))
-    idx = np.argpartition(-s, k - 1)[:k]
-    idx = idx[np.argsort(-s[idx], kind="stable")]
-    return [(int(i), float(s[i])) for i in idx]
-
-
 def to_score(value: float, spec: TensorSpec) -> float:
     """Dequantise one raw output value (the scalar twin of ``to_scores``, for top-k only)."""
     if spec.quantized:

@@ -11,6 +11,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from device.errors import ServerError
+
 HOST = "127.0.0.1"
 ENDPOINTS = ("/healthz", "/stats", "/metrics", "/latest")
 
@@ -79,7 +81,13 @@ class StatusServer:
 
     def __init__(self, provider: StatusProvider, port: int = 8321):
         handler = type("Handler", (_Handler,), {"provider": provider})
-        self.httpd = ThreadingHTTPServer((HOST, port), handler)
+        try:
+            self.httpd = ThreadingHTTPServer((HOST, port), handler)
+        except OSError as e:
+            raise ServerError(
+                f"cannot serve on {HOST}:{port}: {e.strerror or e}. Is another daemon running? "
+                "Stop it, or pass another --port (0 picks a free one)"
+            ) from e
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)

@@ -123,6 +123,11 @@ class Stats:
             "errors": errors,
         }
 
+    def counters(self) -> tuple[int, dict[str, int]]:
+        """Frames classified and errors by kind, without summarising the window."""
+        with self._lock:
+            return self.frames, dict(self.errors)
+
     def histogram_copy(self) -> dict[str, Histogram]:
         """A consistent copy of the histograms for exposition."""
         with self._lock:
@@ -136,18 +141,18 @@ class Stats:
 
 def prometheus_text(stats: Stats, info: dict[str, str], gauges: Optional[dict[str, tuple[str, float]]] = None) -> str:
     """Prometheus text exposition (format 0.0.4): latency histograms, counters and gauges."""
-    snap = stats.snapshot()
+    frames, errors = stats.counters()  # not snapshot(): /metrics needs no window percentiles
     lines = [
         "# HELP edgekit_info Model and runtime of this daemon.",
         "# TYPE edgekit_info gauge",
         "edgekit_info{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(info.items())) + "} 1",
         "# HELP edgekit_frames_total Frames classified.",
         "# TYPE edgekit_frames_total counter",
-        f"edgekit_frames_total {snap['frames']}",
+        f"edgekit_frames_total {frames}",
         "# HELP edgekit_errors_total Errors by kind (bad frames skipped, camera timeouts, ...).",
         "# TYPE edgekit_errors_total counter",
     ]
-    for kind, n in sorted(snap["errors"].items()):
+    for kind, n in sorted(errors.items()):
         lines.append(f'edgekit_errors_total{{kind="{_escape(kind)}"}} {n}')
     lines += [
         "# HELP edgekit_stage_latency_seconds Per-frame latency of each pipeline stage.",

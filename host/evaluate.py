@@ -18,8 +18,7 @@ from device.manifest import TensorSpec
 from device.quant import to_input, to_scores
 from device.runtime import Runtime, load_runtime
 from host.errors import EvaluationError
-
-NUM_CLASSES = 10
+from host.model import NUM_CLASSES
 
 
 @dataclass(frozen=True)

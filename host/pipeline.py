@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from device.manifest import VARIANTS, Manifest, Preprocess, TensorSpec, Variant, sha256_file
+from device.manifest import VARIANTS, Manifest, Preprocess, TensorSpec, Variant, sha256_bytes
 from host.convert import (
     REPRESENTATIVE_COUNT,
     convert_all,
@@ -113,23 +113,26 @@ def _require_folder(out: Path, step: str) -> None:
 # ---------------------------------------------------------------- the three steps on a folder
 
 
-def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train and write saved_model/1, model.keras and training.json into ``folder``; returns training info."""
+def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True) -> None:
+    """Train and write saved_model/1, model.keras and training.json into ``folder``."""
     result = train(splits.train_x, splits.train_y, splits.val_x, splits.val_y, config, progress=progress)
-    save_training(result, config, folder)
-    info = json.loads((folder / TRAINING_JSON).read_text())
-    info["train_images"] = len(splits.train_x)
-    info["data_source"] = splits.source
-    (folder / TRAINING_JSON).write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    save_training(result, config, folder, train_images=len(splits.train_x), data_source=splits.source)
 
 
-def convert_into(folder: Path, train_x: np.ndarray, optimization: str, seed: int, progress: bool = True) -> None:
-    """Convert folder/saved_model/1 into the four .tflite files in ``folder``."""
+def _require_saved_model(folder: Path) -> Path:
     saved = folder / SAVED_MODEL
     if not (saved / "saved_model.pb").is_file():
         raise OutputError(f"no SavedModel at {saved}; run `python -m host train --out {folder}` first")
-    convert_all(saved, folder, representative_images(train_x, REPRESENTATIVE_COUNT, seed), optimization, progress=progress)
+    return saved
+
+
+def convert_into(
+    folder: Path, train_x: np.ndarray, optimization: str, seed: int, progress: bool = True, write_to: Optional[Path] = None
+) -> None:
+    """Convert folder/saved_model/1 into the four .tflite files in ``write_to`` (default ``folder``)."""
+    saved = _require_saved_model(folder)
+    dst = Path(write_to) if write_to is not None else folder
+    convert_all(saved, dst, representative_images(train_x, REPRESENTATIVE_COUNT, seed), optimization, progress=progress)
 
 
 def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to: Optional[Path] = None) -> Manifest:
@@ -146,13 +149,15 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
         raise OutputError(f"{folder} lacks {', '.join(missing)}; run `python -m host convert --out {folder}` first")
     if not (folder / KERAS_MODEL).is_file():
         raise OutputError(f"{folder} lacks {KERAS_MODEL}; run `python -m host train --out {folder}` first")
-    info = json.loads((folder / TRAINING_JSON).read_text()) if (folder / TRAINING_JSON).is_file() else {}
+    info = _training_info(folder)
     model = keras.models.load_model(folder / KERAS_MODEL)
     kpred = keras_predictions(model, splits.test_x)
     runtime = host_runtime()
     evals: list[VariantEval] = []
+    sha256: dict[str, str] = {}
     for v in tqdm(VARIANTS, desc="evaluating", unit="model", disable=not progress, leave=False):
         data = (folder / model_filename(v)).read_bytes()
+        sha256[v] = sha256_bytes(data)
         evals.append(
             evaluate_variant(v, data, splits.test_x, splits.test_y, splits.seed_test_x, splits.seed_test_y, kpred, runtime)
         )
@@ -186,7 +191,7 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
         e.variant: Variant(
             name=e.variant,
             path=model_filename(e.variant),
-            sha256=sha256_file(folder / model_filename(e.variant)),
+            sha256=sha256[e.variant],
             bytes=e.size_bytes,
             accuracy=e.accuracy,
             input=e.input,
@@ -235,7 +240,7 @@ def run_pipeline(
     """
     out = Path(out)
     _check_epochs(epochs)
-    resolve_optimization(optimization)
+    optimization = resolve_optimization(optimization)  # warns once here, not again in convert_all
     check_output(out, force)
     splits = load_splits(data_dir, tfds_dir, train_limit, allow_download)
     config = TrainConfig(epochs=epochs, seed=seed)
@@ -284,15 +289,14 @@ def convert_step(
 ) -> Path:
     """Convert ``out``/saved_model/1 into the four .tflite files beside it."""
     out = Path(out)
-    resolve_optimization(optimization)
+    optimization = resolve_optimization(optimization)  # warns once here, not again in convert_all
     _require_folder(out, "convert")
-    if not (out / SAVED_MODEL / "saved_model.pb").is_file():
-        raise OutputError(f"no SavedModel at {out / SAVED_MODEL}; run `python -m host train --out {out}` first")
+    _require_saved_model(out)  # before the data load
     info = _training_info(out)
     seed = int(info.get("config", {}).get("seed", 42))
     splits = load_splits(data_dir, tfds_dir, info.get("train_images"), allow_download)
     with staged_files(out) as stage:
-        convert_all(out / SAVED_MODEL, stage, representative_images(splits.train_x, REPRESENTATIVE_COUNT, seed), optimization, progress=progress)
+        convert_into(out, splits.train_x, optimization, seed, progress, write_to=stage)
     return out
 
 

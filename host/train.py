@@ -80,11 +80,6 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images → float32 in [0, 1] (the manifest's normalisation; same rounding as the device)."""
-    return images.astype(np.float32) / np.float32(255.0)
-
-
 def _augmenter(config: TrainConfig) -> Any:
     """Batched random flip + translation (Keras preprocessing layers run inside tf.data, not in the model)."""
     import keras
@@ -222,8 +217,8 @@ def train(
     return TrainResult(model, int(model.count_params()), len(val), best + 1, float(val[best]), seconds, history, policy)
 
 
-def save_training(result: TrainResult, config: TrainConfig, folder: Path) -> None:
-    """Write the SavedModel (saved_model/1), the Keras model and training.json into ``folder``."""
+def save_training(result: TrainResult, config: TrainConfig, folder: Path, **extra: Any) -> None:
+    """Write the SavedModel (saved_model/1), the Keras model and training.json (plus ``extra``) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     result.model.export(str(folder / "saved_model" / "1"), verbose=False)
     result.model.save(folder / "model.keras")
@@ -236,5 +231,6 @@ def save_training(result: TrainResult, config: TrainConfig, folder: Path) -> Non
         "train_seconds": result.train_seconds,
         "precision": result.precision,
         "history": result.history,
+        **extra,
     }
     (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from host.errors import ConfigError
+from host.evaluate import to_float
 from host.model import ModelConfig, build_model
-from host.train import TrainConfig, make_dataset, to_float
+from host.train import TrainConfig, make_dataset
 
 
 def test_model_is_small_and_outputs_probabilities() -> None:
