@@ -125,7 +125,7 @@ def run_bench(
         totals.append(r.stage_ns)
         if r.truth is not None:
             labelled += 1
-            correct += int(r.top[0].index == r.truth)
+            correct += int(bool(r.correct))
         bar.update()
     bar.close()
     src.close()

@@ -18,7 +18,6 @@ import numpy as np
 from device import scene
 from device.errors import FrameError, SourceError
 
-PIXEL_FORMATS = ("GRAY", "RGB", "BGR", "BGRX", "RGBX", "YUV420")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".npy")
 
 

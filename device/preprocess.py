@@ -27,6 +27,7 @@ from device.errors import FrameError, ManifestError
 from device.manifest import Preprocess, TensorSpec
 from device.quant import to_input
 
+PIXEL_FORMATS = ("GRAY", "RGB", "BGR", "RGBX", "BGRX", "YUV420")
 INVERT_MODES = ("auto", "on", "off")
 DEFAULT_CONTRACT = Preprocess()
 # ITU-R BT.601 luma weights, indexed by channel position for each memory order.
@@ -59,7 +60,7 @@ def gray_plane(pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]] = N
         return pixels
     channels = _CHANNELS.get(fmt)
     if channels is None:
-        raise FrameError(f"unknown pixel format {fmt!r}; use one of GRAY, RGB, BGR, RGBX, BGRX, YUV420")
+        raise FrameError(f"unknown pixel format {fmt!r}; use one of {', '.join(PIXEL_FORMATS)}")
     if len(shape) != 3 or shape[2] != channels:
         raise FrameError(f"a {fmt} frame must be [H, W, {channels}]. Got: shape {shape}")
     return pixels[:, :, :3]

@@ -95,7 +95,7 @@ class Stats:
                 self.histograms[s].observe(ns / 1e9)
             if result.truth is not None:
                 self.labelled += 1
-                self.correct += int(result.top[0].index == result.truth)
+                self.correct += int(bool(result.correct))
 
     def error(self, kind: str) -> None:
         """Count one error of a kind (bad_frame, camera_timeout, ...)."""
