@@ -107,20 +107,23 @@ class Preprocessor:
                 ("color", contract.color, "grayscale"),
                 ("crop", contract.crop, "center"),
                 ("resize", contract.resize, "area"),
+                ("contrast", contract.contrast, "border"),
+                ("normalize", "mean/std" if contract.normalize.range is None else "range", "range"),
             )
             if v != ok
-        ]
+        ] + ([f"polarity={contract.polarity!r}"] if contract.polarity == "any" else [])
         if unsupported:
             raise ManifestError(
-                f"this device build preprocesses grayscale / center / area only; the manifest asks for {', '.join(unsupported)}. "
-                "Update the device package to the host's version"
+                f"this device build preprocesses grayscale / center / area / border contrast / a normalize range only; "
+                f"the manifest asks for {', '.join(unsupported)}. Update the device package to the host's version"
             )
         self.contract = contract
         self.spec = spec
         self.invert = invert
         self.out_h, self.out_w = int(contract.size[0]), int(contract.size[1])
         self.light_on_dark = contract.polarity == "light_on_dark"
-        lo, hi = contract.normalize
+        assert contract.normalize.range is not None
+        lo, hi = contract.normalize.range
         self.norm_lo, self.norm_span = float(lo), float(hi) - float(lo)
         self._buf = np.empty((self.out_h, self.out_w), dtype=np.float32)
         self.quantized = bool(spec is not None and spec.quantized)

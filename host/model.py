@@ -15,10 +15,23 @@ pipeline): the exported model is inference-only, which keeps the int8 conversion
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+
+
+class ModelSpec(Protocol):
+    """What training needs of a network choice: a name and a builder for an input shape and class count."""
+
+    @property
+    def name(self) -> str:
+        """The Keras model's name."""
+        ...
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> Any:
+        """A fresh Keras model: float32 [N, *input_shape] → ``num_classes`` softmax scores."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,10 @@ class ModelConfig:
     dropout: float = 0.1
     name: str = "fmnist_cnn"
 
+    def build(self, input_shape: tuple[int, ...] = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> Any:
+        """The CNN for this input shape and class count."""
+        return build_model(self, input_shape, num_classes)
+
 
 def _conv_bn_relu(x: Any, filters: int, name: str, batch_norm: bool = True) -> Any:
     import keras
@@ -42,11 +59,13 @@ def _conv_bn_relu(x: Any, filters: int, name: str, batch_norm: bool = True) -> A
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_model(config: ModelConfig = ModelConfig()) -> Any:
-    """A Keras model: float32 [N,28,28,1] in [0,1] → 10 softmax scores."""
+def build_model(
+    config: ModelConfig = ModelConfig(), input_shape: tuple[int, ...] = INPUT_SHAPE, num_classes: int = NUM_CLASSES
+) -> Any:
+    """A Keras model: float32 [N, *input_shape] (default 28x28x1 in [0, 1]) → ``num_classes`` softmax scores."""
     import keras
 
-    inputs = keras.Input(shape=INPUT_SHAPE, name="image")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
     for i, (f, pool) in enumerate(zip(config.conv_filters, config.pool_after)):
         # no batch norm on the full-resolution stem: the input is already in [0, 1], and batch
@@ -61,5 +80,5 @@ def build_model(config: ModelConfig = ModelConfig()) -> Any:
         x = keras.layers.ReLU(name="dense_relu")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     # float32 scores even when training in mixed precision
-    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="scores")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="scores")(x)
     return keras.Model(inputs, outputs, name=config.name)

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from host.errors import ConfigError
-from host.model import ModelConfig, build_model
+from host.model import ModelConfig, ModelSpec
 
 DEFAULT_EPOCHS = 28
 
@@ -39,7 +39,7 @@ class TrainConfig:
     flip: bool = True
     seed: int = 42
     precision: str = "auto"  # auto: mixed_bfloat16 where the CPU has bf16 units, else float32
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSpec = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -80,7 +80,7 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def _augmenter(config: TrainConfig) -> Any:
+def _augmenter(config: TrainConfig, height: int = 28, width: int = 28) -> Any:
     """Batched random flip + translation (Keras preprocessing layers run inside tf.data, not in the model)."""
     import keras
 
@@ -88,15 +88,15 @@ def _augmenter(config: TrainConfig) -> Any:
     if config.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=config.seed))
     if config.shift_px:
-        f = config.shift_px / 28
         # nearest: whole-pixel shifts; bilinear would blur the fine texture that tells shirts from pullovers
         layers.append(
-            keras.layers.RandomTranslation(f, f, fill_mode="constant", fill_value=0.0, interpolation="nearest", seed=config.seed + 1)
+            keras.layers.RandomTranslation(config.shift_px / height, config.shift_px / width, fill_mode="constant",
+                                           fill_value=0.0, interpolation="nearest", seed=config.seed + 1)
         )
     return keras.Sequential(layers) if layers else None
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, training: bool) -> Any:
+def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, training: bool, num_classes: int = 10) -> Any:
     """A batched tf.data pipeline of float images; shuffled and augmented (per batch, cheaply) when ``training``."""
     import tensorflow as tf
 
@@ -104,8 +104,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, training: bo
     if training:
         ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
     # one-hot labels: label smoothing needs them
-    ds = ds.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, tf.one_hot(b, 10)))
-    aug = _augmenter(config) if training else None
+    ds = ds.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, tf.one_hot(b, num_classes)))
+    aug = _augmenter(config, int(x.shape[1]), int(x.shape[2])) if training else None
     if aug is not None:
         ds = ds.map(lambda a, b: (aug(a, training=True), b))
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -154,18 +154,25 @@ def train(
     val_y: np.ndarray,
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
+    num_classes: Optional[int] = None,
 ) -> TrainResult:
-    """Train a fresh model on uint8 images [N,28,28,1]; returns the best-on-validation weights."""
+    """Train a fresh ``config.model`` on uint8 images [N, H, W, C]; returns the best-on-validation weights.
+
+    ``num_classes`` defaults to one more than the largest label seen.
+    """
     import keras
 
     if len(train_x) == 0:
         raise ConfigError("no training images (train_limit 0?)")
+    input_shape = tuple(int(d) for d in train_x.shape[1:])
+    if num_classes is None:
+        num_classes = int(max(int(np.max(train_y)), int(np.max(val_y)) if len(val_y) else 0)) + 1
     keras.utils.set_random_seed(config.seed)
     policy = resolve_precision(config.precision)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = build_model(config.model)
+        model = config.model.build(input_shape, num_classes)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     steps = math.ceil(len(train_x) / config.batch_size)
@@ -194,8 +201,8 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles
         hist = model.fit(
-            make_dataset(train_x, train_y, config, training=True),
-            validation_data=make_dataset(val_x, val_y, config, training=False),
+            make_dataset(train_x, train_y, config, training=True, num_classes=num_classes),
+            validation_data=make_dataset(val_x, val_y, config, training=False, num_classes=num_classes),
             epochs=config.epochs,
             callbacks=callbacks,
             verbose=0,
@@ -206,7 +213,7 @@ def train(
         trained = model
         keras.mixed_precision.set_global_policy("float32")
         try:
-            model = build_model(config.model)
+            model = config.model.build(input_shape, num_classes)
         finally:
             keras.mixed_precision.set_global_policy(previous)
         model.set_weights(trained.get_weights())
