@@ -18,13 +18,12 @@ import numpy as np
 
 from device.engine import LiteRTEngine, open_engine
 from device.errors import ManifestError, SourceError
-from device.frames import DEFAULT_CAMERA, CameraConfig, FolderSource, FrameSource, SyntheticSource
+from device.frames import CameraConfig, FolderSource, FrameSource, SyntheticSource
 from device.hardware import Hardware, read_hardware
 from device.manifest import Manifest
 from device.pipeline import STAGES, Pipeline
-from device.preprocess import Preprocessor
+from device.preprocess import Preprocessor, model_input
 from device.progress import Progress
-from device.quant import to_input
 from device.stats import Summary, summarize
 
 
@@ -63,7 +62,7 @@ class BenchResult:
 def make_source(spec: str, manifest: Manifest, config: CameraConfig, loop: bool = True, fps: float = 0.0) -> FrameSource:
     """``synthetic`` | ``synthetic-main`` | ``folder:DIR`` → a frame source (no camera here)."""
     if spec in ("synthetic", "synthetic-main"):
-        cfg = CameraConfig(config.main_size, config.lores_size, "main" if spec == "synthetic-main" else "lores")
+        cfg = config.with_stream("main" if spec == "synthetic-main" else "lores")
         return SyntheticSource.from_golden(manifest.golden_path(), cfg, loop=loop, fps=fps)
     if spec.startswith("folder:"):
         return FolderSource(spec[len("folder:") :], loop=loop)
@@ -79,7 +78,7 @@ def golden_parity(engine: LiteRTEngine, manifest: Manifest, variant: str) -> tup
     with np.load(path, allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
         host = z[f"raw_{variant}"] if f"raw_{variant}" in z.files else None
-    x = to_input(images.astype(np.float32) / 255.0, engine.input_spec)
+    x = model_input(images, manifest.preprocess, engine.input_spec)
     top1 = np.empty(len(images), dtype=np.int64)
     for i in range(len(images)):
         top1[i] = int(np.argmax(engine.run(x[i : i + 1])))
@@ -97,7 +96,7 @@ def run_bench(
     threads: Optional[int] = None,
     runtime: str = "auto",
     invert: str = "auto",
-    config: CameraConfig = DEFAULT_CAMERA,
+    config: Optional[CameraConfig] = None,
     hardware_root: Path | str = "/",
     progress: bool = False,
     source_factory: Optional[Callable[[], FrameSource]] = None,
@@ -106,6 +105,8 @@ def run_bench(
     t0 = time.perf_counter_ns()
     engine = open_engine(manifest, variant, runtime, threads)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
+    if config is None:
+        config = CameraConfig.for_contract(manifest.preprocess)
     src = source_factory() if source_factory else make_source(source_spec, manifest, config, loop=True)
     if runs is None:
         runs = len(src) if isinstance(src, SyntheticSource) else 200
