@@ -341,50 +341,46 @@ class Preprocessor:
             return s, m1, b1
         sums = self._sums(plan, pixels, fmt, size)
         bg: Optional[tuple[list[float], float]] = None
+        blank = False
         if self.contract.crop == "object":
             sums, bg = self._object(plan, sums)
+            blank = self.last_box is None  # no object: the centred window, and no stretch of the noise
         if self.channels == 1:
             s = self._source(plan, sums)
             bg_s = None if bg is None else (bg[0][0] - float(plan.tv[0])) * plan.counts[0] / float(plan.tm[0, 0])
-            m1, b1 = self._grey_affine(plan, s, quant, bg_s)
+            m1, b1 = self._grey_affine(plan, s, quant, bg_s, blank)
             return s, m1, b1
-        src = self._source(plan, sums)
-        counts = plan.counts
-        cs, n = plan.source_channels, self.channels
+        # a colour model: per-channel statistics on the luma, one [Cs, C] matrix
+        src = self._source(plan, sums)  # [H, W, Cs] float32, or [H, W] for a grey frame
+        n = self.channels
+        inv = 1.0 / np.asarray(plan.counts)
         if self._needs_stats or bg is not None:
-            if cs == 1:  # scalars only: the grey path is a handful of numpy calls on H*W values
-                g = float(plan.lw[0]) / counts[0]
-                lo_l, hi_l = g * float(src.min()) + plan.l0, g * float(src.max()) + plan.l0
-                if bg is None:
-                    corner = (float(src[0, 0]) + float(src[0, -1]) + float(src[-1, 0]) + float(src[-1, -1])) / (4.0 * counts[0])
-                    bg = [float(plan.tm[c, 0]) * corner + float(plan.tv[c]) for c in range(n)], float(plan.lw[0]) * corner + plan.l0
-            else:
-                inv = np.array([1.0 / c for c in counts])
-                lw = plan.lw * inv
-                luma = src @ lw.astype(np.float32) if lw[1:].any() else src[..., 0]
-                scale = 1.0 if lw[1:].any() else float(lw[0])
-                lo_l, hi_l = scale * float(luma.min()) + plan.l0, scale * float(luma.max()) + plan.l0
-                if bg is None:
-                    corner = (src[0, 0].astype(np.float64) + src[0, -1] + src[-1, 0] + src[-1, -1]) * inv / 4.0
-                    bg = [float(v) for v in plan.tm @ corner + plan.tv], float(plan.lw @ corner) + plan.l0
-            a, o = self._contrast(bg[0], bg[1], lo_l, hi_l)
+            lw = plan.lw * inv
+            planar = src.ndim == 2 or not lw[1:].any()  # the luma is one channel, scaled (Y or grey)
+            luma = (src if src.ndim == 2 else src[..., 0]) if planar else src @ lw.astype(np.float32)
+            scale = float(lw[0]) if planar else 1.0
+            lo_l, hi_l = scale * float(luma.min()) + plan.l0, scale * float(luma.max()) + plan.l0
+            if bg is None:
+                corners = src[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float64).reshape(4, -1)
+                mean = corners.mean(axis=0) * inv
+                bg = [float(v) for v in plan.tm @ mean + plan.tv], float(plan.lw @ mean) + plan.l0
+            a, o = self._contrast(bg[0], bg[1], lo_l, hi_l, blank)
         else:
             a, o = self._contrast(None, 0.0, 0.0, 0.0)
         qm, qo = quant
-        ks = [qm * self._norm_k[c] * a for c in range(n)]
-        bs = [qm * (self._norm_k[c] * o[c] + self._norm_c[c]) + qo for c in range(n)]
-        if n == 1:
-            return src, ks[0] * float(plan.tm[0, 0]) / counts[0], ks[0] * float(plan.tv[0]) + bs[0]
-        m = (np.array(ks)[:, None] * plan.tm / np.array(counts)[None, :]).T.astype(np.float32)  # [Cs, C]
-        b = (np.array(ks) * plan.tv + np.array(bs)).astype(np.float32)
-        return src, m, b
+        ks = np.array([qm * self._norm_k[c] * a for c in range(n)])
+        bs = np.array([qm * (self._norm_k[c] * o[c] + self._norm_c[c]) + qo for c in range(n)])
+        m = (ks[:, None] * plan.tm * inv[None, :]).T.astype(np.float32)  # [Cs, C]
+        return src, m, (ks * plan.tv + bs).astype(np.float32)
 
-    def _grey_affine(self, plan: _Plan, s: np.ndarray, quant: tuple[float, float], bg_s: Optional[float]) -> tuple[float, float]:
+    def _grey_affine(self, plan: _Plan, s: np.ndarray, quant: tuple[float, float], bg_s: Optional[float],
+                     flat: bool = False) -> tuple[float, float]:
         """(m, b) for a grey model on one source channel, in the sums' own units (scalars only).
 
         The same arithmetic as the general path (``_contrast``), written out: for a grey
         model the luma is the pixel value itself, so the stretch needs only the sums' min,
-        max and background (the four corners, or ``bg_s`` from object framing).
+        max and background (the four corners, or ``bg_s`` from object framing). ``flat``: no
+        object was found, so nothing is stretched (noise stays background).
         """
         t = float(plan.tm[0, 0]) / plan.counts[0]  # pixel = t * s + tv
         tv = float(plan.tv[0])
@@ -403,7 +399,7 @@ class Preprocessor:
         if self.contract.contrast == "none":
             return (-kq * t, kq * (255.0 - tv) + cq) if inverted else (kq * t, kq * tv + cq)
         e = lo if light else hi
-        g = 255.0 / (e - c) if e != c else 0.0  # a flat frame is all background
+        g = 255.0 / (e - c) if e != c and not flat else 0.0  # a flat frame is all background
         if light != inverted:  # the output's background is light: it maps to 255
             return -kq * g, kq * 255.0 + cq + kq * g * c
         return kq * g, cq - kq * g * c
@@ -419,7 +415,8 @@ class Preprocessor:
             np.copyto(plan.stack[..., i], s, casting="unsafe")
         return plan.stack
 
-    def _contrast(self, bg_pix: Optional[list[float]], bg_l: float, lo_l: float, hi_l: float) -> tuple[float, list[float]]:
+    def _contrast(self, bg_pix: Optional[list[float]], bg_l: float, lo_l: float, hi_l: float,
+                  flat: bool = False) -> tuple[float, list[float]]:
         """(a, o per channel): pixel' = a * pixel + o, from polarity and contrast; sets last_inverted.
 
         ``bg_pix`` (the background in model pixel units, per channel) is None when the
@@ -435,7 +432,7 @@ class Preprocessor:
         if self.contract.contrast == "none" or bg_pix is None:
             return (-1.0, [255.0] * n) if inverted else (1.0, [0.0] * n)
         extreme = lo_l if frame_bg_light else hi_l
-        g = 1.0 / (extreme - bg_l) if extreme != bg_l else 0.0  # a flat frame is all background
+        g = 1.0 / (extreme - bg_l) if extreme != bg_l and not flat else 0.0  # a flat frame is all background
         if frame_bg_light != inverted:  # the output's background is light: it maps to 255
             return -255.0 * g, [255.0 + 255.0 * g * bg_pix[c] for c in range(n)]
         return 255.0 * g, [-255.0 * g * bg_pix[c] for c in range(n)]
@@ -529,8 +526,6 @@ class Preprocessor:
                 fill = (bgp * count).astype(np.float32)
                 res += uncovered[..., None] * fill if res.ndim == 3 else uncovered * fill[0]
             out.append(res)
-        if box is None:
-            return out, None
         return out, ([float(v) for v in plan.tm @ bg_src + plan.tv][:n], bg_l)
 
 
