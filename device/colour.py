@@ -104,6 +104,25 @@ def yuv_to_rgb(name: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
     return inv, o
 
 
+# OpenBLAS runs a matrix product on several threads past 2**18 multiply-adds (and a
+# matrix-vector product past 9216 elements); on cores that are busy (other processes, the
+# interpreter's own threads) those threads stall: 206 ms instead of 4 ms for one frame here.
+# Per-frame products are kept below that, in chunks of rows.
+_SINGLE_THREAD_MACS = 1 << 17
+
+
+def mix(x: np.ndarray, m: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """x [..., Cs] @ m [Cs, C] → [..., C] (float32), as single-threaded BLAS products."""
+    cs, c = m.shape
+    flat = x.reshape(-1, cs)
+    res = np.empty((flat.shape[0], c), np.float32) if out is None else out.reshape(-1, c)
+    rows = max(1, _SINGLE_THREAD_MACS // (cs * max(c, 1)))
+    mm = np.asarray(m, np.float32)
+    for r in range(0, flat.shape[0], rows):
+        np.matmul(flat[r : r + rows], mm, out=res[r : r + rows])
+    return res.reshape((*x.shape[:-1], c))
+
+
 def luma_from_y(name: Optional[str]) -> tuple[float, float]:
     """(gain, offset): luma in 0..255 from the Y sample (undoing a limited range)."""
     cs = ycbcr(name)

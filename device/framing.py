@@ -44,31 +44,32 @@ class Box:
 
 
 def ring(grid: np.ndarray) -> np.ndarray:
-    """The outer ring of cells of a [h, w(, C)] grid, as [n(, C)]."""
-    if grid.shape[0] < 3 or grid.shape[1] < 3:
-        return grid.reshape((-1, *grid.shape[2:]))
-    return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
+    """The outer ring of cells of a planar [C, h, w] grid, as [C, n]."""
+    if grid.shape[1] < 3 or grid.shape[2] < 3:
+        return grid.reshape(grid.shape[0], -1)
+    return np.concatenate([grid[:, 0], grid[:, -1], grid[:, 1:-1, 0], grid[:, 1:-1, -1]], axis=1)
 
 
 def median(values: np.ndarray) -> np.ndarray:
-    """The (upper) median along the first axis: one ``partition``, a tenth of ``np.median``'s cost here."""
-    k = values.shape[0] // 2
-    return np.partition(values, k, axis=0)[k]
+    """The (upper) median along the last axis: one ``partition``, a tenth of ``np.median``'s cost here."""
+    k = values.shape[-1] // 2
+    return np.partition(values, k, axis=-1)[..., k]
 
 
 def find_box(det: np.ndarray, luma: np.ndarray, bg: np.ndarray, bg_luma: float, luma_ring: np.ndarray) -> Optional[Box]:
     """The object's box on a detection grid, or None when nothing stands out from the background.
 
-    ``det`` is [h, w] or [h, w, C] per-pixel means (0..255 units, the channels a model sees),
-    ``luma`` [h, w] the same cells' luma, ``bg`` the background per channel (``det``'s units),
+    ``det`` is a planar [C, h, w] grid of per-pixel means (0..255 units, the channels a model
+    sees), ``luma`` [h, w] the same cells' luma, ``bg`` the background per channel [C],
     ``bg_luma`` its luma and ``luma_ring`` the luma of the ring cells (for the noise).
     """
     sigma = MAD_TO_SIGMA * float(median(np.abs(luma_ring - bg_luma))) if luma_ring.size else 0.0
     floor = max(ABS_FLOOR, NOISE_SIGMAS * sigma)
     lo, hi = float(luma.min()), float(luma.max())
     sign = 1 if hi - bg_luma >= bg_luma - lo else -1
-    dev = (det - bg) if sign > 0 else (bg - det)
-    score = dev.max(axis=2) if dev.ndim == 3 else dev
+    b = np.asarray(bg, np.float32).reshape(-1, 1, 1)
+    dev = (det - b) if sign > 0 else (b - det)
+    score = dev[0] if dev.shape[0] == 1 else np.maximum.reduce(dev, axis=0)  # planar: the reduction is over whole planes
     peak = float(score.max())
     if peak < floor:
         return None

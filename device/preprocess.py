@@ -65,7 +65,7 @@ from device.manifest import (
     TensorSpec,
 )
 from device.quant import input_affine, to_input
-from device.resample import Reducer, RunningSums, block_sums, window_weights
+from device.resample import Reducer, RunningSums, block_sums, window_integral
 
 PIXEL_FORMATS = ("GRAY", "RGB", "BGR", "RGBX", "BGRX", "YUV420")
 INVERT_MODES = ("auto", "on", "off")
@@ -140,8 +140,10 @@ class _Plan:
     reducers: list[Reducer] = field(default_factory=list)  # per plane: to the model's grid, or (object) to a coarse grid
     counts: list[float] = field(default_factory=list)  # pixels summed per value, per source channel
     fast: Optional[RunningSums] = None  # grey model, fixed crop, running sums: the hot path
-    stack: Optional[np.ndarray] = None  # [H, W, Cs] float32 for planar colour (YUV)
-    result: Optional[np.ndarray] = None  # [H, W] (grey) or [H, W, C] float32
+    grey_t: tuple[float, float] = (1.0, 0.0)  # grey model: pixel = t * sums + tv
+    stack: Optional[np.ndarray] = None  # colour models: [Cs + 1, H*W] float32, planar, the last row ones
+    result: Optional[np.ndarray] = None  # [H, W] (grey) or [H*W, C] float32
+    bounds: Optional[tuple[object, np.ndarray, np.ndarray]] = None  # (bounds, lo, hi): per-channel clip bounds spelled out [H*W, C]
 
     @property
     def source_channels(self) -> int:
@@ -189,6 +191,8 @@ class Preprocessor:
         else:  # the normalisation range, quantised, within what the integer type holds
             ends = [sorted(round(qo + x * qm) for x in b) for b in self._real_bounds]
             self._q_bounds = [(max(qb[0], float(e[0])), min(qb[1], float(e[1]))) for e in ends]
+        self._into_quant = self._quant if self.quantized else (1.0, 0.0)
+        self._into_lo, self._into_hi = (self._q_bounds if self.quantized else self._real_bounds)[0]
         self._contract_bg_light = contract.polarity == "dark_on_light"
         self._needs_stats = contract.contrast == "border" or (invert == "auto" and contract.polarity != "any")
         self.last_inverted = False
@@ -225,7 +229,22 @@ class Preprocessor:
         Without a spec, ``out`` receives the float image (``image``'s values).
         """
         plan = self._plan_for(pixels, fmt, size, colour_space)
-        src, m, b = self._frame(plan, pixels, fmt, size, self._quant if self.quantized else (1.0, 0.0))
+        fast, dest = plan.fast, self._out_view
+        if fast is not None and out is self._out_obj and dest is not None:  # the grey hot path, inlined
+            s = fast(pixels.reshape(-1))
+            m1, b1 = self._grey_affine(plan, s, self._into_quant, None)
+            buf = plan.result
+            assert buf is not None
+            np.multiply(s, np.float32(m1), out=buf)
+            buf += np.float32(b1)
+            np.maximum(buf, self._into_lo, out=buf)
+            np.minimum(buf, self._into_hi, out=buf)
+            if self.quantized:
+                np.rint(buf, out=dest, casting="unsafe")
+            else:
+                np.copyto(dest, buf, casting="unsafe")
+            return
+        src, m, b = self._frame(plan, pixels, fmt, size, self._into_quant)
         if out is not self._out_obj:
             if out.size != int(np.prod(self._image_shape)):
                 raise ValueError(f"the output must hold {'x'.join(map(str, self._image_shape))} values. Got: shape {out.shape}")
@@ -302,12 +321,18 @@ class Preprocessor:
                 cf = float(p.cell)
                 plan.reducers.append(Reducer((y0 / cf, y1 / cf, x0 / cf, x1 / cf), p.hw, (self.out_h, self.out_w), p.layout))
         plan.counts = [float(r.count) for r in plan.reducers] * (3 if len(planes) == 1 and tm.shape[1] == 3 else 1)
+        plan.grey_t = (float(tm[0, 0]) / plan.counts[0], float(tv[0]))
         red = plan.reducers[0]
         if self.channels == 1 and self.contract.crop != "object" and red.running is not None and red.exact and collapse is None:
             plan.fast = red.running
-        if plan.source_channels == 3 and len(planes) == 3:
-            plan.stack = np.empty((self.out_h, self.out_w, 3), np.float32)
-        plan.result = np.empty(self._image_shape, np.float32)
+        n_px = self.out_h * self.out_w
+        if self.channels == 1:
+            plan.result = np.empty((self.out_h, self.out_w), np.float32)
+        else:
+            # planar with a row of ones, so that one matrix product [Cs+1, C] applies the matrix and the
+            # offset and writes R,G,B interleaved: a broadcast over a 3-long last axis is 40x slower here
+            plan.stack = np.ones((plan.source_channels + 1, n_px), np.float32)
+            plan.result = np.empty((n_px, self.channels), np.float32)
         return plan
 
     def _fixed_window(self, h: int, w: int) -> tuple[float, float, float, float]:
@@ -350,19 +375,21 @@ class Preprocessor:
             bg_s = None if bg is None else (bg[0][0] - float(plan.tv[0])) * plan.counts[0] / float(plan.tm[0, 0])
             m1, b1 = self._grey_affine(plan, s, quant, bg_s, blank)
             return s, m1, b1
-        # a colour model: per-channel statistics on the luma, one [Cs, C] matrix
-        src = self._source(plan, sums)  # [H, W, Cs] float32, or [H, W] for a grey frame
-        n = self.channels
+        # a colour model: per-channel statistics on the luma, one [Cs + 1, C] matrix (the last row the offset)
+        stack = self._source(plan, sums)
+        n, w = self.channels, self.out_w
         inv = 1.0 / np.asarray(plan.counts)
         if self._needs_stats or bg is not None:
             lw = plan.lw * inv
-            planar = src.ndim == 2 or not lw[1:].any()  # the luma is one channel, scaled (Y or grey)
-            luma = (src if src.ndim == 2 else src[..., 0]) if planar else src @ lw.astype(np.float32)
-            scale = float(lw[0]) if planar else 1.0
+            if lw[1:].any():  # luma mixes the channels (R,G,B sources)
+                luma = colour.mix(stack[:-1].T, lw[:, None])
+                scale = 1.0
+            else:  # the luma is one channel, scaled (Y or grey)
+                luma, scale = stack[0], float(lw[0])
             lo_l, hi_l = scale * float(luma.min()) + plan.l0, scale * float(luma.max()) + plan.l0
             if bg is None:
-                corners = src[[0, 0, -1, -1], [0, -1, 0, -1]].astype(np.float64).reshape(4, -1)
-                mean = corners.mean(axis=0) * inv
+                corners = stack[:-1, [0, w - 1, stack.shape[1] - w, stack.shape[1] - 1]].astype(np.float64)
+                mean = corners.mean(axis=1) * inv
                 bg = [float(v) for v in plan.tm @ mean + plan.tv], float(plan.lw @ mean) + plan.l0
             a, o = self._contrast(bg[0], bg[1], lo_l, hi_l, blank)
         else:
@@ -370,8 +397,10 @@ class Preprocessor:
         qm, qo = quant
         ks = np.array([qm * self._norm_k[c] * a for c in range(n)])
         bs = np.array([qm * (self._norm_k[c] * o[c] + self._norm_c[c]) + qo for c in range(n)])
-        m = (ks[:, None] * plan.tm * inv[None, :]).T.astype(np.float32)  # [Cs, C]
-        return src, m, (ks * plan.tv + bs).astype(np.float32)
+        m = np.empty((plan.source_channels + 1, n), np.float32)
+        m[:-1] = (ks[:, None] * plan.tm * inv[None, :]).T
+        m[-1] = ks * plan.tv + bs
+        return stack, m, None
 
     def _grey_affine(self, plan: _Plan, s: np.ndarray, quant: tuple[float, float], bg_s: Optional[float],
                      flat: bool = False) -> tuple[float, float]:
@@ -382,8 +411,7 @@ class Preprocessor:
         max and background (the four corners, or ``bg_s`` from object framing). ``flat``: no
         object was found, so nothing is stretched (noise stays background).
         """
-        t = float(plan.tm[0, 0]) / plan.counts[0]  # pixel = t * s + tv
-        tv = float(plan.tv[0])
+        t, tv = plan.grey_t  # pixel = t * s + tv
         kq = quant[0] * self._norm_k[0]
         cq = quant[0] * self._norm_c[0] + quant[1]
         light = False
@@ -405,15 +433,18 @@ class Preprocessor:
         return kq * g, cq - kq * g * c
 
     def _source(self, plan: _Plan, sums: list[np.ndarray]) -> np.ndarray:
-        """The source channels at the model's size: [H, W] for one channel, else [H, W, Cs] float32."""
+        """The source channels at the model's size: [H, W] for a grey model, else the planar stack [Cs + 1, H*W]."""
         if plan.collapse is not None:  # grey from interleaved colour: luma of the sums
-            return sums[0] @ plan.collapse if sums[0].ndim == 3 else sums[0]
+            return colour.mix(sums[0], plan.collapse[:, None])[..., 0] if sums[0].ndim == 3 else sums[0]
         if plan.stack is None:
-            s = sums[0]
-            return s.astype(np.float32) if s.ndim == 3 and s.dtype != np.float32 else s
-        for i, s in enumerate(sums):
-            np.copyto(plan.stack[..., i], s, casting="unsafe")
-        return plan.stack
+            return sums[0]
+        stack = plan.stack
+        if len(sums) == 1 and sums[0].ndim == 3:  # interleaved colour sums: de-interleave (the main stream's path)
+            np.copyto(stack[:-1], sums[0].reshape(-1, sums[0].shape[2]).T, casting="unsafe")
+        else:
+            for i, s in enumerate(sums):
+                np.copyto(stack[i].reshape(s.shape), s, casting="unsafe")
+        return stack
 
     def _contrast(self, bg_pix: Optional[list[float]], bg_l: float, lo_l: float, hi_l: float,
                   flat: bool = False) -> tuple[float, list[float]]:
@@ -447,16 +478,18 @@ class Preprocessor:
             buf += np.float32(b)  # type: ignore[arg-type]
             np.maximum(buf, bounds[0][0], out=buf)
             np.minimum(buf, bounds[0][1], out=buf)
-        else:
-            mm = np.asarray(m, np.float32)
-            if src.ndim == 2:  # one source channel (a grey frame) for a colour model
-                np.multiply(src[..., None], mm[0], out=buf)
-            else:
-                np.matmul(src.reshape(-1, src.shape[-1]), mm, out=buf.reshape(-1, buf.shape[-1]))
-            buf += np.asarray(b, np.float32)
-            lo = np.array([x[0] for x in bounds], np.float32)
-            hi = np.array([x[1] for x in bounds], np.float32)
-            np.clip(buf, lo, hi, out=buf)
+        else:  # colour: [Cs + 1, N].T @ [Cs + 1, C] → [N, C], R,G,B interleaved as the model wants them
+            np.matmul(src.T, np.asarray(m, np.float32), out=buf)
+            if len(set(bounds)) == 1:
+                np.clip(buf, bounds[0][0], bounds[0][1], out=buf)
+            else:  # per-channel bounds, spelled out once per plan: a broadcast [C] bound is 40x slower
+                if plan.bounds is None or plan.bounds[0] != bounds:
+                    lo = np.ascontiguousarray(np.broadcast_to(np.array([x[0] for x in bounds], np.float32), buf.shape))
+                    hi = np.ascontiguousarray(np.broadcast_to(np.array([x[1] for x in bounds], np.float32), buf.shape))
+                    plan.bounds = list(bounds), lo, hi
+                np.maximum(buf, plan.bounds[1], out=buf)
+                np.minimum(buf, plan.bounds[2], out=buf)
+            dest = dest.reshape(buf.shape)
         if rint:
             np.rint(buf, out=dest, casting="unsafe")
         else:
@@ -468,34 +501,38 @@ class Preprocessor:
         """Find the box on the coarse grids and area-resample it: (per-plane sums at the model's size, background or None)."""
         counts, n = plan.counts, self.channels
         if plan.collapse is not None:
-            grids = [grids[0] @ plan.collapse]
+            grids = [colour.mix(grids[0], plan.collapse[:, None])[..., 0]]
+        # the detection grid: every source channel at one resolution, planar [Cd, h, w], per-pixel means
         if len(grids) == 3:  # YUV: Y (cells g) summed to the chroma planes' cells (2g)
             y = grids[0]
             hh, ww = min(y.shape[0] // 2, grids[1].shape[0]), min(y.shape[1] // 2, grids[1].shape[1])
-            yd = block_sums(y[: 2 * hh, : 2 * ww], 2, 2)
-            det_src = np.stack([yd / np.float32(4 * counts[0]), grids[1][:hh, :ww] / np.float32(counts[1]),
-                                grids[2][:hh, :ww] / np.float32(counts[2])], axis=-1).astype(np.float32)
+            det_src = np.empty((3, hh, ww), np.float32)
+            np.multiply(block_sums(y[: 2 * hh, : 2 * ww], 2, 2), np.float32(1.0 / (4 * counts[0])), out=det_src[0])
+            np.multiply(grids[1][:hh, :ww], np.float32(1.0 / counts[1]), out=det_src[1])
+            np.multiply(grids[2][:hh, :ww], np.float32(1.0 / counts[2]), out=det_src[2])
             det_red, det_cell = plan.reducers[1], plan.planes[1].cell
-        else:
-            det_src = (grids[0] / np.float32(counts[0])).astype(np.float32)
+        elif grids[0].ndim == 3:  # interleaved colour (the main stream)
+            det_src = np.moveaxis(grids[0], 2, 0) * np.float32(1.0 / counts[0])
             det_red, det_cell = plan.reducers[0], plan.planes[0].cell
-        ring = framing.ring(det_src)
-        bg_src = framing.median(ring).reshape(-1).astype(np.float64)  # per source channel, per-pixel means
-        bg_l = float(plan.lw @ bg_src) + plan.l0
-        if det_src.ndim == 3:
-            lw = plan.lw.astype(np.float32)
-            luma = det_src @ lw + np.float32(plan.l0)
-            luma_ring = ring @ plan.lw + plan.l0
-            if len(grids) == 3:  # find the box in R,G,B, where a colour object differs from its background
-                m, o = colour.yuv_to_rgb(plan.colour_space)
-                det = det_src @ m.T.astype(np.float32) + o.astype(np.float32)
-                bg_det = m @ bg_src + o
-            else:
-                det, bg_det = det_src, bg_src
         else:
-            luma = det_src * np.float32(plan.lw[0]) + np.float32(plan.l0)
-            luma_ring = ring * plan.lw[0] + plan.l0
-            det, bg_det = luma, np.array(bg_l)
+            det_src = (grids[0] * np.float32(1.0 / counts[0]))[None]
+            det_red, det_cell = plan.reducers[0], plan.planes[0].cell
+        ring = framing.ring(det_src)  # [Cd, n]
+        bg_src = framing.median(ring).astype(np.float64)  # per source channel
+        bg_l = float(plan.lw @ bg_src) + plan.l0
+        lw = plan.lw
+        flat = det_src.reshape(det_src.shape[0], -1)
+        luma = (flat[0] * np.float32(lw[0]) if not lw[1:].any() else colour.mix(flat.T, lw[:, None])[:, 0]) + np.float32(plan.l0)
+        luma_ring = lw @ ring + plan.l0
+        if len(grids) == 3:  # find the box in R,G,B, where a colour object differs from its background
+            m, o = colour.yuv_to_rgb(plan.colour_space)
+            det = (m.astype(np.float32) @ flat + o.astype(np.float32)[:, None]).reshape(det_src.shape)
+            bg_det = m @ bg_src + o
+        elif det_src.shape[0] == 3:
+            det, bg_det = det_src, bg_src
+        else:
+            det, bg_det = luma.reshape(det_src.shape), np.array([bg_l])
+        luma = luma.reshape(det_src.shape[1:])
         box = framing.find_box(det, luma, bg_det, bg_l, luma_ring)
         h, w = plan.frame_hw
         if box is None:
@@ -507,25 +544,37 @@ class Preprocessor:
             fb = (by + box.r0 * cy, by + box.r1 * cy, bx + box.c0 * cx, bx + box.c1 * cx)
             self.last_box = (float(fb[2]), float(fb[0]), float(fb[3]), float(fb[1]))
             window = framing.frame_window(fb, (self.out_h, self.out_w))
-        out = []
-        per_plane_bg = [bg_src] if len(grids) == 1 else [bg_src[i : i + 1] for i in range(len(grids))]
-        for grid, red, p, bgp, count in zip(grids, plan.reducers, plan.planes, per_plane_bg, counts):
+        # resample the window from each grid (U and V together: one pair of integrals for both)
+        if len(grids) == 3:
+            groups = [(grids[0], 0, bg_src[:1]), (np.stack([grids[1], grids[2]]), 1, bg_src[1:])]
+        else:
+            groups = [(grids[0], 0, bg_src)]
+        out: list[np.ndarray] = []
+        for grid, i, bgp in groups:
+            red, p, count = plan.reducers[i], plan.planes[i], counts[i]
+            ya = 1 if grid.ndim == 3 and len(grids) == 3 else 0  # channels first (U, V) or last (interleaved)
             cell = float(p.cell)
-            sy, sx = red.fy * cell, red.fx * cell
+            sy, sx = red.fy * cell, red.fx * cell  # frame pixels per grid cell
             oy, ox = red.rows.start * cell, red.cols.start * cell
-            r0, r1, wy, cov_y = window_weights(self.out_h, (window[0] - oy) / sy, (window[1] - oy) / sy, grid.shape[0])
-            c0, c1, wx, cov_x = window_weights(self.out_w, (window[2] - ox) / sx, (window[3] - ox) / sx, grid.shape[1])
-            region = np.asarray(grid[r0:r1, c0:c1], dtype=np.float32)
-            if region.ndim == 2:
-                res = wy @ region @ wx.T
+            ylo, yhi = (window[0] - oy) / sy, (window[1] - oy) / sy
+            xlo, xhi = (window[2] - ox) / sx, (window[3] - ox) / sx
+            width = grid.shape[ya + 1]
+            c0 = max(0, min(width - 1, math.floor(xlo)))
+            c1 = max(c0 + 1, min(width, math.ceil(xhi)))
+            cols = grid[:, :, c0:c1] if ya else grid[:, c0:c1]
+            rows, in_y = window_integral(cols, ylo, yhi, self.out_h, ya)
+            cells, in_x = window_integral(rows, xlo - c0, xhi - c0, self.out_w, ya + 1)
+            area = (yhi - ylo) / self.out_h * (xhi - xlo) / self.out_w  # grid cells per output cell
+            outside = np.float32(area) - np.outer(in_y, in_x).astype(np.float32)  # beyond the frame: background
+            fill = (np.asarray(bgp) * count).astype(np.float32)  # the background in grid-sum units
+            if cells.ndim == 2:
+                cells += outside * fill[0]
+            elif ya:
+                cells += outside[None] * fill[:, None, None]
             else:
-                rows, cols, ch = region.shape
-                res = np.matmul(wx, (wy @ region.reshape(rows, cols * ch)).reshape(self.out_h, cols, ch))
-            uncovered = 1.0 - np.outer(cov_y, cov_x).astype(np.float32)
-            if float(uncovered.max()) > 1e-6:  # the window leaves the frame: that part is background
-                fill = (bgp * count).astype(np.float32)
-                res += uncovered[..., None] * fill if res.ndim == 3 else uncovered * fill[0]
-            out.append(res)
+                cells += outside[..., None] * fill
+            cells *= np.float32(1.0 / area)  # per grid cell: the grid's own count
+            out.extend(list(cells) if ya else [cells])
         return out, ([float(v) for v in plan.tm @ bg_src + plan.tv][:n], bg_l)
 
 

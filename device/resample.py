@@ -26,40 +26,6 @@ from typing import Optional
 import numpy as np
 
 
-def area_matrix(n_out: int, n_in: int, start: float, span: float) -> np.ndarray:
-    """Weights [n_out, n_in] (float64): output cell i averages the input interval it covers.
-
-    The input (``n_in`` cells) occupies ``[start, start + span)`` in output coordinates;
-    output cells outside it get zero weight (a row sums to the fraction of the cell covered).
-    """
-    edges_out = np.arange(n_out + 1, dtype=np.float64)
-    edges_in = start + np.arange(n_in + 1, dtype=np.float64) * (span / n_in)
-    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
-    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
-    return np.clip(hi - lo, 0.0, None)
-
-
-def window_weights(n_out: int, lo: float, hi: float, n_cells: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Area weights for the window [lo, hi) (in input cells) split into ``n_out`` output cells.
-
-    Returns (first cell, end cell, weights [n_out, end - first] float32, coverage [n_out]):
-    only the cells the window touches, clipped to [0, n_cells); a row sums to the fraction of
-    its output cell that lies on the input (< 1 where the window leaves it: the caller fills
-    that part, e.g. with the background). Made per frame for ``crop: object``, so it is the
-    same overlap formula as ``area_matrix`` in float32 with as few numpy calls as it takes.
-    """
-    c0 = max(0, min(n_cells - 1, math.floor(lo)))
-    c1 = max(c0 + 1, min(n_cells, math.ceil(hi)))
-    step = (hi - lo) / n_out
-    edges = np.arange(n_out + 1, dtype=np.float32) * np.float32(step) + np.float32(lo - c0)  # relative to cell c0
-    cells = np.arange(c1 - c0 + 1, dtype=np.float32)
-    w = np.minimum(edges[1:, None], cells[None, 1:])
-    w -= np.maximum(edges[:-1, None], cells[None, :-1])
-    np.maximum(w, 0.0, out=w)
-    w *= np.float32(1.0 / step) if step > 0 else np.float32(0.0)
-    return c0, c1, w, w.sum(axis=1)
-
-
 class Axis:
     """How one axis of a window [lo, hi) of ``n_px`` pixels becomes ``n_out`` cells: whole blocks, or an integral."""
 
@@ -98,15 +64,60 @@ class Axis:
 
 
 def block_sums(region: np.ndarray, fy: int, fx: int) -> np.ndarray:
-    """Sums of fy x fx blocks of a [ny*fy, nx*fx(, C)] region, as integers (the general path)."""
+    """Sums of fy x fx blocks of a [ny*fy, nx*fx(, C)] region, as integers (the general path).
+
+    Strided adds, one per row and column of a block: for 2x2 blocks of a 192x256 plane 50x
+    faster here than ``reshape(...).sum(axis)``, for 17x17 blocks of a 476x476x3 frame 1.7x.
+    """
     if fy == fx == 1:
         return region
     ny, nx = region.shape[0] // fy, region.shape[1] // fx
     top = fy * fx * float(np.iinfo(region.dtype).max)
     acc = np.uint16 if top <= 0xFFFF else np.uint32 if top <= 0xFFFFFFFF else np.uint64
-    tail = region.shape[2:]
-    rows = region.reshape((ny, fy, nx * fx, *tail)).sum(axis=1, dtype=acc)
-    return rows.reshape((ny, nx, fx, *tail)).sum(axis=2, dtype=acc)
+    rows = np.add(region[0 : ny * fy : fy], region[1 : ny * fy : fy], dtype=acc) if fy > 1 else region.astype(acc)
+    for i in range(2, fy):
+        rows += region[i : ny * fy : fy]
+    if fx == 1:
+        return rows
+    out = np.add(rows[:, 0 : nx * fx : fx], rows[:, 1 : nx * fx : fx])
+    for j in range(2, fx):
+        out += rows[:, j : nx * fx : fx]
+    return out
+
+
+def window_integral(x: np.ndarray, lo: float, hi: float, n_out: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of ``x`` over ``n_out`` equal cells splitting [lo, hi) along ``axis`` (in x's cells), and each cell's length inside x.
+
+    The part of a cell outside x sums to nothing (the caller fills it, e.g. with the background).
+    Exact for values constant over their cell: cumulative sums read at fractional edges, no
+    matrix products (``crop: object`` makes these per frame).
+    """
+    n = x.shape[axis]
+    edges = np.clip(lo + (hi - lo) * np.arange(n_out + 1, dtype=np.float64) / n_out, 0.0, float(n))
+    inside = np.diff(edges)
+    c0 = min(n - 1, math.floor(edges[0]))
+    c1 = max(c0 + 1, min(n, math.ceil(edges[-1])))
+    sel: list[slice] = [slice(None)] * x.ndim
+    sel[axis] = slice(c0, c1)
+    part = x[tuple(sel)]
+    e = edges - c0
+    idx = np.minimum(e.astype(np.intp), c1 - c0 - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (e - idx).astype(np.float32).reshape(shape)
+    # integers: exact uint32 running sums (a column of 4096 pixels of 16-bit sums would not fit: float64);
+    # floats (the second axis): float32, whose error on these sums is far below a grey level
+    exact = part.dtype.kind == "u" and part.dtype.itemsize <= 2 and part.shape[axis] * 65535.0 < 2.0**32
+    cum_shape = list(part.shape)
+    cum_shape[axis] += 1
+    cum = np.empty(cum_shape, dtype=np.uint32 if exact else np.float32 if part.dtype.kind == "f" else np.float64)
+    sel[axis] = slice(0, 1)
+    cum[tuple(sel)] = 0
+    sel[axis] = slice(1, None)
+    np.cumsum(part, axis=axis, dtype=cum.dtype, out=cum[tuple(sel)])
+    at = np.take(cum, idx, axis=axis).astype(np.float32, copy=False)
+    at += frac * np.take(part, idx, axis=axis)
+    return np.diff(at, axis=axis), inside
 
 
 class RunningSums:

@@ -24,7 +24,6 @@ from typing import Optional
 import numpy as np
 
 from device.colour import rgb_to_yuv
-from device.resample import area_matrix
 
 BACKGROUND = 205.0  # light paper / table top
 INK = 0.78  # a garment pixel of 255 darkens the background by this fraction
@@ -34,6 +33,19 @@ _WARM = (1.06, 1.0, 0.92)
 TINT_RGB = tuple(g / (0.299 * _WARM[0] + 0.587 * _WARM[1] + 0.114 * _WARM[2]) for g in _WARM)
 VIGNETTE = 0.04  # fractional fall-off in the corners
 NOISE_STD = 2.0  # sensor noise, grey levels
+
+
+def area_matrix(n_out: int, n_in: int, start: float, span: float) -> np.ndarray:
+    """Weights [n_out, n_in] (float64): output cell i averages the input interval it covers.
+
+    The input (``n_in`` cells) occupies ``[start, start + span)`` in output coordinates;
+    output cells outside it get zero weight (a row sums to the fraction of the cell covered).
+    """
+    edges_out = np.arange(n_out + 1, dtype=np.float64)
+    edges_in = start + np.arange(n_in + 1, dtype=np.float64) * (span / n_in)
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    return np.clip(hi - lo, 0.0, None)
 
 
 def _sample(image: np.ndarray, width: int, height: int, fov: tuple[int, int], place: Optional[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
