@@ -88,6 +88,7 @@ def preprocess_at(rev: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"preprocess_{rev}", f.name)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while it executes
     try:
         spec.loader.exec_module(mod)
     except ImportError as e:

@@ -29,6 +29,7 @@ rounds is reported (load that drifts between rounds cancels).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -243,7 +244,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         print(f"building and converting a {SIZE}x{SIZE} RGB int8 model (alpha {alpha}) into {out} ...", file=sys.stderr, flush=True)
-        m = write_artifacts(out, args.quick, alpha)
+        with contextlib.redirect_stdout(sys.stderr):  # TensorFlow's converter talks on stdout; --json owns it
+            m = write_artifacts(out, args.quick, alpha)
         print(f"measuring ({rounds} rounds) ...", file=sys.stderr, flush=True)
         report = measure(m, args.threads, rounds, frames)
     report["seconds"] = round(time.perf_counter() - t0, 1)
