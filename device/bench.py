@@ -3,7 +3,8 @@
 Reports model load time, first inference, warm-up average, then per stage (capture, preprocess,
 invoke, postprocess, total) count / min / max / mean / std / p50 / p90 / p99, peak RSS, runtime
 and threads, and accuracy on synthetic labelled frames next to the interpreter's accuracy on the
-raw 28x28 images and its top-1 agreement with the host's interpreter (the golden outputs).
+raw model-sized golden images (``model_input``: the contract's normalisation and the variant's quantisation)
+and its top-1 agreement with the host's interpreter (the golden outputs).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def make_source(spec: str, manifest: Manifest, config: CameraConfig, loop: bool 
 
 
 def golden_parity(engine: LiteRTEngine, manifest: Manifest, variant: str) -> tuple[Optional[float], Optional[float], int]:
-    """(accuracy on raw 28x28 golden images, top-1 agreement with the host's outputs, count)."""
+    """(accuracy on the raw model-sized golden images, top-1 agreement with the host's outputs, count)."""
     try:
         path = manifest.golden_path()
     except ManifestError:
@@ -186,7 +187,7 @@ def format_text(r: BenchResult) -> str:
     fps = 1000.0 / r.stages["total"].mean_ms if r.stages["total"].mean_ms else 0.0
     lines.append(
         f"accuracy on {r.labelled_frames} synthetic camera frames: {pct(r.frame_accuracy)}   "
-        f"interpreter on the raw 28x28 images: {pct(r.raw_accuracy)}   "
+        f"interpreter on the raw model-sized images: {pct(r.raw_accuracy)}   "
         f"top-1 agreement with the host interpreter: {pct(r.host_agreement)} ({r.golden_count} golden images)   "
         f"throughput: {fps:.0f} frames/s"
     )
