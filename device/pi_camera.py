@@ -29,6 +29,7 @@ import contextlib
 import time
 from typing import Any, Callable, Optional
 
+from device.colour import ycbcr
 from device.errors import CameraTimeout, FrameError, SourceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, Frame
 
@@ -96,6 +97,11 @@ class PiCameraSource:
             raise SourceError(f"cannot configure/start the camera: {e}") from e
         self._cam = cam
         self._stream_cfg = self._configured()
+        try:
+            ycbcr(self.colour_space)
+        except FrameError as e:
+            self.close()
+            raise SourceError(f"the camera settled on a colour space the preprocessing cannot convert: {e}") from e
 
     def _configured(self) -> dict[str, Any]:
         """Actual size and format per stream, as the camera settled them (it may align sizes)."""

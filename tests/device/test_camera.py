@@ -153,3 +153,21 @@ def test_the_daemons_builder_configures_the_camera_from_the_contract(tmp_path: P
     cfg = camera_config(args, m)
     assert cfg.lores_size == (320, 240) and cfg.frame_rate == 15.0
     assert isinstance(args, argparse.Namespace)
+
+
+def test_a_colour_space_the_preprocessing_cannot_convert_is_refused_when_the_camera_opens() -> None:
+    from device.errors import SourceError
+
+    opened: list[FakePicamera2] = []
+
+    class Odd(FakePicamera2):  # a libcamera that settles on a colour space without a Y'CbCr matrix
+        def camera_configuration(self):  # type: ignore[no-untyped-def]
+            return {**(super().camera_configuration() or {}), "colour_space": "Rec709/Rec709/None/Full"}
+
+    def factory() -> FakePicamera2:
+        opened.append(Odd())
+        return opened[-1]
+
+    with pytest.raises(SourceError, match=r"settled on a colour space .* 'Rec709/Rec709/None/Full' has no Y'CbCr encoding"):
+        PiCameraSource(CameraConfig(), factory=factory)
+    assert opened[0].closed  # and the camera is not left busy
