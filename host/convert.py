@@ -24,8 +24,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from device.manifest import VARIANTS, Preprocess, TensorSpec
+from device.preprocess import model_input
 from host.errors import ConfigError, ConversionError, NotIntegerOnly, UnsupportedOps
-from host.evaluate import DEFAULT_CONTRACT, model_input
+from host.evaluate import DEFAULT_CONTRACT
 
 log = logging.getLogger(__name__)
 

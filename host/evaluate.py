@@ -1,7 +1,7 @@
 """Score each .tflite in the host interpreter through the device's own engine and quantisation code.
 
-The host runs exactly the Pi's path on images at model size: ``model_input`` (the contract's
-colour, channel order and normalisation, then ``device.quant.to_input``) →
+The host runs exactly the Pi's path on images at model size: ``device.preprocess.model_input``
+(the contract's channel order and normalisation, then the variant's quantisation) →
 ``device.engine.LiteRTEngine`` (ai_edge_litert, else tf.lite) → ``device.quant.to_scores``,
 one image per invoke.
 """
@@ -17,44 +17,13 @@ import numpy as np
 from device.engine import LiteRTEngine
 from device.errors import DeviceError
 from device.manifest import Preprocess, TensorSpec
-from device.quant import to_input, to_scores
+from device.preprocess import model_input
+from device.quant import to_scores
 from device.runtime import Runtime, load_runtime
 from host.errors import EvaluationError
 from host.model import NUM_CLASSES
 
-DEFAULT_CONTRACT = Preprocess()
-_LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as the device's grey conversion
-
-
-def model_input(images: np.ndarray, contract: Preprocess, spec: TensorSpec) -> np.ndarray:
-    """uint8 images at model size ([N, H, W] grey or [N, H, W, 3] R,G,B) → input tensors [N, *spec.shape[1:]].
-
-    The contract's colour, channel order and normalisation, then the model's quantisation.
-    Private stand-in for ``device.preprocess.model_input`` (branch ``contract``), with its
-    signature, until that lands on main; then this becomes an import of it.
-    """
-    x = np.asarray(images)
-    if x.dtype != np.uint8:
-        raise EvaluationError(f"images at model size must be uint8. Got: {x.dtype}")
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[3] not in (1, 3):
-        raise EvaluationError(f"images must be [N, H, W] or [N, H, W, 1|3]. Got: shape {x.shape}")
-    f = x.astype(np.float32)
-    if contract.channels == 1 and x.shape[3] == 3:
-        f = (f @ _LUMA)[..., None]
-    elif contract.channels == 3 and x.shape[3] == 1:
-        f = np.repeat(f, 3, axis=3)
-    if contract.channels == 3 and contract.channel_order == "bgr":
-        f = f[..., ::-1]
-    n = contract.normalize
-    if n.range is not None:
-        lo, hi = n.range  # pixel / 255 first: for [0, 1] this is exactly the seed's x / 255
-        f = f / np.float32(255.0) * np.float32(hi - lo) + np.float32(lo)
-    else:
-        k, c = np.asarray(n.affine(contract.channels), dtype=np.float32).T
-        f = f * k + c
-    return to_input(f, spec)
+DEFAULT_CONTRACT = Preprocess()  # the manifest's default contract (Fashion-MNIST's)
 
 
 @dataclass(frozen=True)

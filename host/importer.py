@@ -23,6 +23,7 @@ feed (``Preprocess.check_input`` says what it can), Flex or custom ops the Pi's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ import numpy as np
 
 from device.errors import DeviceError, ManifestError
 from device.manifest import VARIANTS, Preprocess, TensorSpec
+from device.preprocess import model_input
 from host.convert import (
     REPRESENTATIVE_COUNT,
     _plain_interpreter,
@@ -46,7 +48,7 @@ from host.convert import (
 )
 from host.data import Splits
 from host.errors import ConfigError, DataError, UnsupportedOps
-from host.evaluate import keras_predictions, model_input
+from host.evaluate import keras_predictions
 from host.folder import folder_splits, parse_folder_spec
 from host.labels import check_labels, read_labels_file
 from host.pipeline import KERAS_MODEL, SAVED_MODEL, check_output, publish, staged_output
@@ -369,7 +371,7 @@ def import_into(
             tflite = Path(model_path).read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read --model {model_path}: {e}") from e
-        facts = tflite_facts(tflite)
+        facts = dataclasses.replace(tflite_facts(tflite), name=Path(model_path).stem)
     if facts.outputs != len(labels):
         raise DataError(
             f"--labels has {len(labels)} labels but the model outputs {facts.outputs} scores; "

@@ -61,7 +61,7 @@ def header_section(evals: Sequence[VariantEval], labels: Sequence[str], model: d
     return [
         "# edgekit host report",
         "",
-        f"Model `{model.get('name', '?')}`: {model.get('params', '?')} parameters, {trained}{keras}"
+        f"Model `{model.get('name') or '?'}`: {model.get('params') or '?'} parameters, {trained}{keras}"
         f"Data: {model.get('data_source', '?')}. Interpreter: {evals[0].runtime if evals else '?'}.",
         "",
         f"Accuracy is top-1 on {test} unless noted" + (f"; *seed test* is {seed}" if seed and any(e.seed_test_accuracy is not None for e in evals) else "")
@@ -107,7 +107,9 @@ def data_section(evals: Sequence[VariantEval], labels: Sequence[str], model: dic
     d = model.get("data") or {}
     if d.get("kind") != "folder":
         return []
-    lines = ["", f"## Data: `{d.get('dir')}` ({d.get('image_size')}x{d.get('image_size')} {d.get('color')})", ""]
+    size = d.get("image_size")
+    hw = f"{size[0]}x{size[1]}" if isinstance(size, list) else f"{size}x{size}"
+    lines = ["", f"## Data: `{d.get('dir')}` ({hw} {d.get('color')})", ""]
     lines.append("| class | train | validation | test |")
     lines.append("|---|---:|---:|---:|")
     for label, c in (d.get("per_class") or {}).items():

@@ -14,9 +14,9 @@ from imagefolders import grey_folder, needs_idx, rgb_folder
 
 from device.engine import open_engine
 from device.manifest import VARIANTS, load_manifest, sha256_file
+from device.preprocess import model_input
 from device.quant import to_scores
 from host.convert import integer_only_offenders
-from host.evaluate import model_input
 
 pytestmark = needs_idx
 
@@ -77,7 +77,7 @@ def rgb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("rgb")
     root = rgb_folder(tmp / "photos", per_class=40)
     out = tmp / "out"
-    r = host_cli("run", "--data", f"folder:{root}", "--out", str(out), "--image-size", "64", "--epochs", "15", "--quiet")
+    r = host_cli("run", "--data", f"folder:{root}", "--out", str(out), "--image-size", "64", "--epochs", "30", "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     return root, out
 
