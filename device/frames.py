@@ -84,6 +84,10 @@ class CameraConfig:
             )
         if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
             raise ValueError(f"lores {self.lores_size} must not be larger than main {self.main_size}")
+        if not (0 < self.timeout_s < float("inf")):  # picamera2 reads wait=0 as "do not wait" and None as "for ever"
+            raise ValueError(f"timeout_s must be a positive number of seconds. Got: {self.timeout_s!r}")
+        if not (0 < self.frame_rate < float("inf")):
+            raise ValueError(f"frame_rate must be a positive number of frames per second. Got: {self.frame_rate!r}")
 
 
 DEFAULT_CAMERA = CameraConfig()
