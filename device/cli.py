@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from device.daemon import default_stale_after_s
 from device.errors import DeviceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, FrameSource, parse_size
 from device.manifest import VARIANTS, load_manifest
@@ -44,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.add_argument("--variant", default="int8", choices=VARIANTS, help="model variant from the manifest")
-    run.add_argument("--source", default="picamera2", help="picamera2 | fake-picamera2 | folder:DIR | synthetic")
+    run.add_argument("--source", default="picamera2",
+                     help="picamera2 | fake-picamera2[:stall-after=N] (a stand-in camera; with stall-after it stops "
+                     "delivering after N frames, as a loose cable does) | folder:DIR | synthetic")
     run.add_argument("--port", type=int, default=8321, help="HTTP port on 127.0.0.1; 0 picks a free one (printed, and in --status-file)")
     run.add_argument("--status-file", type=Path, default=None, help="write {pid, port, url} here once serving; removed on exit")
     run.add_argument("--results", type=Path, default=None, metavar="FILE", help="append one JSON line per frame here")
@@ -54,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 when a finite source ends (otherwise keep serving)")
     run.add_argument("--fps", type=float, default=30.0, help="synthetic frames per second and camera frame rate (0: synthetic as fast as possible, camera at 30)")
     run.add_argument("--max-failures", type=int, default=5, help="source failures in a row before exiting 3")
+    run.add_argument("--camera-timeout", type=float, default=DEFAULT_CAMERA.timeout_s, metavar="SECONDS",
+                     help="picamera2 capture timeout (capture_array's wait=); a capture that takes longer counts as a "
+                     "camera failure and the camera is reopened")
+    run.add_argument("--stale-after", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                     help="/healthz answers 503 when no frame has been classified for this long (default: 2 x "
+                     "--camera-timeout + 10 frame intervals at --fps, i.e. "
+                     f"{default_stale_after_s(DEFAULT_CAMERA):g} s at 2 s and 30 fps)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     bench = sub.add_parser(
@@ -79,17 +89,18 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
         from device.pi_camera import PiCameraSource
 
         return lambda: PiCameraSource(config)
-    if spec == "fake-picamera2":
+    if spec == "fake-picamera2" or spec.startswith("fake-picamera2:"):
         import numpy as np
 
         from device.fake_picamera2 import FakePicamera2
         from device.pi_camera import PiCameraSource
 
+        stall_after = _fake_camera_options(spec)
         images = None
         if manifest_golden is not None:
             with np.load(manifest_golden, allow_pickle=False) as z:
                 images = z["images"]
-        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images))
+        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images, stall_after=stall_after))
     if spec == "synthetic":
         from device.frames import SyntheticSource
 
@@ -103,6 +114,17 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
     raise DeviceError(f"unknown --source {spec!r}; use picamera2, fake-picamera2, folder:DIR or synthetic")
 
 
+def _fake_camera_options(spec: str) -> Optional[int]:
+    """``fake-picamera2[:stall-after=N]`` → N (None: never stalls)."""
+    _, _, opts = spec.partition(":")
+    if not opts:
+        return None
+    key, _, value = opts.partition("=")
+    if key != "stall-after" or not value.isdigit():
+        raise ValueError(f"--source fake-picamera2 takes one option, stall-after=N (frames before the camera stalls). Got: {spec!r}")
+    return int(value)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Build the parts and run the daemon."""
     from device.daemon import Daemon, DaemonConfig
@@ -112,7 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     manifest = load_manifest(args.manifest)
-    config = CameraConfig(args.main, args.lores, "lores", frame_rate=args.fps or 30.0)
+    config = CameraConfig(args.main, args.lores, "lores", frame_rate=args.fps or 30.0, timeout_s=args.camera_timeout)
+    stale_after_s = getattr(args, "stale_after", None)
+    stale_after_s = default_stale_after_s(config) if stale_after_s is None else stale_after_s
+    if not 0 < stale_after_s < float("inf"):
+        raise ValueError(f"--stale-after must be a positive number of seconds. Got: {stale_after_s}")
     golden = manifest.golden_path() if manifest.golden is not None else None
     factory = _source_factory(args, golden, config)
     engine = open_engine(manifest, args.variant, args.runtime, args.threads)
@@ -144,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             status_file=args.status_file,
             max_failures=args.max_failures,
             exit_when_done=args.exit_when_done,
+            stale_after_s=stale_after_s,
         ),
     )
     daemon.install_signal_handlers()

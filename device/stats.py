@@ -139,8 +139,17 @@ class Stats:
             return out
 
 
-def prometheus_text(stats: Stats, info: dict[str, str], gauges: Optional[dict[str, tuple[str, float]]] = None) -> str:
-    """Prometheus text exposition (format 0.0.4): latency histograms, counters and gauges."""
+def prometheus_text(
+    stats: Stats,
+    info: dict[str, str],
+    gauges: Optional[dict[str, tuple[str, float]]] = None,
+    counters: Optional[dict[str, tuple[str, float]]] = None,
+) -> str:
+    """Prometheus text exposition (format 0.0.4): latency histograms, counters and gauges.
+
+    ``gauges`` and ``counters`` map a name (after ``edgekit_``; counters end in ``_total``) to
+    (help text, value).
+    """
     frames, errors = stats.counters()  # not snapshot(): /metrics needs no window percentiles
     lines = [
         "# HELP edgekit_info Model and runtime of this daemon.",
@@ -163,8 +172,9 @@ def prometheus_text(stats: Stats, info: dict[str, str], gauges: Optional[dict[st
             lines.append(f'edgekit_stage_latency_seconds_bucket{{stage="{stage}",le="{le}"}} {c}')
         lines.append(f'edgekit_stage_latency_seconds_sum{{stage="{stage}"}} {h.sum_s:.9f}')
         lines.append(f'edgekit_stage_latency_seconds_count{{stage="{stage}"}} {h.count}')
-    for name, (help_text, value) in sorted((gauges or {}).items()):
-        lines += [f"# HELP edgekit_{name} {help_text}", f"# TYPE edgekit_{name} gauge", f"edgekit_{name} {value}"]
+    for kind, family in (("counter", counters), ("gauge", gauges)):
+        for name, (help_text, value) in sorted((family or {}).items()):
+            lines += [f"# HELP edgekit_{name} {help_text}", f"# TYPE edgekit_{name} {kind}", f"edgekit_{name} {value}"]
     return "\n".join(lines) + "\n"
 
 
