@@ -141,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--stale-after must be a positive number of seconds. Got: {stale_after_s}")
     golden = manifest.golden_path() if manifest.golden is not None else None
     factory = _source_factory(args, golden, config)
-    engine = open_engine(manifest, args.variant, args.runtime, args.threads)
+    engine = open_engine(manifest, args.variant, args.runtime, args.threads, isolate=True)
     pre = Preprocessor(manifest.preprocess, engine.input_spec, args.invert)
     v = manifest.variant(args.variant)
     info = {
