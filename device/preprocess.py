@@ -176,7 +176,9 @@ class Preprocessor:
         self.last_inverted = inverted
         frame_bg_light = self.light_on_dark == inverted  # the contract's background is light iff dark_on_light
         extreme = lo if frame_bg_light else hi
-        a = 1.0 / (extreme - border) if extreme != border else 0.0  # garment-ness d = (sums - border) * a
+        # garment-ness d = (sums - border) * a; a frame flat to within float rounding (colour sums
+        # differ by an ulp from cell to cell) has no garment: stretching that noise gave 0 or 1 at random
+        a = 1.0 / (extreme - border) if abs(extreme - border) > 1e-4 * max(1.0, abs(border)) else 0.0
         span = self.norm_span
         if self.light_on_dark:  # background → norm_lo, garment → norm_lo + span
             return span * a, self.norm_lo - span * a * border

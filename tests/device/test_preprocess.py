@@ -205,6 +205,21 @@ def test_into_gives_the_same_tensor_for_every_layout_and_agrees_with_tensor(spec
     assert differing <= 0.005 * len(pictures) * 2 * 28 * 28
 
 
+@pytest.mark.parametrize("colour", [(14, 101, 155), (0, 0, 255), (200, 200, 200)])
+@pytest.mark.parametrize("shape", [(480, 640), (84, 112), (1, 1)])
+def test_a_flat_colour_frame_is_all_background_on_every_path(colour: tuple[int, int, int], shape: tuple[int, int]) -> None:
+    """A lens cap or a bare wall: colour block sums differ by a float ulp, which the stretch must not amplify."""
+    px = np.empty((*shape, 3), np.uint8)
+    px[...] = colour
+    for invert in ("auto", "on", "off"):
+        p = Preprocessor(spec=INT8, invert=invert)
+        img = p.image(px, "BGR")
+        assert np.unique(img).size == 1, (invert, np.unique(img))
+        out = np.zeros(INT8.shape, np.int8)
+        p.into(px, "BGR", None, out)
+        np.testing.assert_array_equal(out, p.tensor(px, "BGR"))
+
+
 def test_into_writes_through_a_non_contiguous_output() -> None:
     pixels, fmt, size = _frames()[0]
     big = np.zeros((2, 28, 28, 1), np.int8)
