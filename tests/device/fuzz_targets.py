@@ -177,7 +177,7 @@ def frames(draw: st.DrawFn) -> dict[str, Any]:
     elif fmt == "YUV420":
         h -= h % 2
         w -= w % 2
-        stride = w + draw(st.sampled_from([0, 0, 16, 64, 3]))
+        stride = w + draw(st.sampled_from([0, 0, 16, 64, 2]))  # always even, as the ISP pads it
         shape = (h * 3 // 2, stride)
         size = draw(st.sampled_from([(w, h), (w, h), None, (w + 2, h), (0, 0), (w, -h)]))
     elif fmt == "GRAY":
