@@ -24,6 +24,10 @@ What is measured, each path on the same engine / model / frames:
   literal ``num_threads=4`` is shown on a second line for reference.
   Goal (issue 3): the daemon's pipeline ≥ 20x faster.
 
+With ``--baseline-rev REV`` the same run also times the preprocessing of git revision REV
+(``device/preprocess.py`` as it was there, loaded beside today's) on the same frames, alone and
+inside the same pipeline: "did the grey path get slower" as a ratio measured side by side.
+
 CPU time is the process's (``time.process_time_ns``: it includes interpreter worker threads
 when ``num_threads`` > 1; with one thread it equals the caller's thread time), so other processes
 on a shared machine inflate it far less than wall time; wall time is shown too. The paths
@@ -32,18 +36,25 @@ that drifts between rounds cancels) and the median over rounds is reported. The 
 is the median of the pipeline's own stage clocks, once with wall time (``perf_counter_ns``, as
 the daemon reports it) and once with the thread's CPU clock.
 
-    python bench/device_pipeline.py --manifest ARTIFACTS/manifest.json [--variant int8] [--json]
+    python bench/device_pipeline.py --manifest ARTIFACTS/manifest.json [--variant int8] [--json] [--quick]
+        [--baseline-rev REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Optional
 
+import machine  # bench/machine.py, beside this script
 import numpy as np
 
 from device.engine import open_engine
@@ -61,6 +72,47 @@ INVOKE, LORES, MAIN, FRESH, FRESH4 = (
     "  same, num_threads=4",
 )
 EXAMPLE_THREADS = 4  # what picamera2's TensorFlow examples pass
+PRE_NOW, PRE_BEFORE, LORES_BEFORE = "preprocess alone", "preprocess alone, {rev}", "pipeline, lores YUV420, {rev}"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def preprocess_at(rev: str) -> ModuleType:
+    """device/preprocess.py as it was at git revision ``rev``, imported beside today's (it imports today's device.*)."""
+    try:
+        src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:device/preprocess.py"], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"device_pipeline.py: error: cannot read device/preprocess.py at {rev!r}: {e}") from None
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(f"preprocess_{rev}", f.name)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(mod)
+    except ImportError as e:
+        raise SystemExit(f"device_pipeline.py: error: device/preprocess.py at {rev!r} does not import beside today's "
+                         f"device package ({e}); pick a revision whose imports still exist") from None
+    finally:
+        Path(f.name).unlink()
+    return mod
+
+
+class OldInto:
+    """An older Preprocessor behind today's ``into`` signature (the frame's colour space is ignored, as it was)."""
+
+    def __init__(self, old: Any):
+        self.old = old
+
+    @property
+    def last_inverted(self) -> bool:
+        """As the wrapped preprocessor says."""
+        return bool(self.old.last_inverted)
+
+    def into(self, pixels: Any, fmt: str, size: Any, out: Any, colour_space: Optional[str] = None) -> None:
+        """The old ``into``."""
+        self.old.into(pixels, fmt, size, out)
 
 
 def batch_ns(fn: Callable[[], object], n: int) -> tuple[float, float]:
@@ -87,14 +139,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=25, help="interleaved rounds; medians are reported (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="interpreter threads for the daemon's pipeline and the baseline (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of short batches (for tests); the figures are rough")
+    ap.add_argument("--baseline-rev", default=None, metavar="REV", help="also time device/preprocess.py of this git revision, side by side")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.frames, args.fresh_frames = 3, 20, 2
 
     m = load_manifest(args.manifest)
     engine = open_engine(m, args.variant, threads=args.threads)
     runtime = load_runtime("auto")
     model_path = str(m.model_path(args.variant))
-    lores = SyntheticSource.from_golden(m.golden_path(), CameraConfig(stream="lores"), limit=200)
-    main_src = SyntheticSource.from_golden(m.golden_path(), CameraConfig(stream="main"), limit=16)
+    lores = SyntheticSource.from_golden(m.golden_path(), CameraConfig.for_contract(m.preprocess, stream="lores"), limit=200)
+    main_src = SyntheticSource.from_golden(m.golden_path(), CameraConfig.for_contract(m.preprocess, stream="main"), limit=16)
     p_lores = Pipeline(lores, engine, Preprocessor(m.preprocess, engine.input_spec), m.labels)
     p_main = Pipeline(main_src, engine, Preprocessor(m.preprocess, engine.input_spec), m.labels)
     fresh_pre = Preprocessor(m.preprocess, engine.input_spec)
@@ -102,7 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     first = lores.read()
     x = np.zeros(engine.input_spec.shape, dtype=np.dtype(engine.input_spec.dtype))
-    fresh_pre.into(first.pixels, first.fmt, first.size, x)  # invoke alone runs on a real frame's input
+    fresh_pre.into(first.pixels, first.fmt, first.size, x, first.colour_space)  # invoke alone runs on a real frame's input
 
     def invoke_only() -> None:
         engine.invoke_only()
@@ -114,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             it.allocate_tensors()
             inp, out = it.get_input_details()[0], it.get_output_details()[0]
             buf = np.empty(inp["shape"], dtype=inp["dtype"])
-            fresh_pre.into(f.pixels, f.fmt, f.size, buf)
+            fresh_pre.into(f.pixels, f.fmt, f.size, buf, f.colour_space)
             it.set_tensor(inp["index"], buf)
             it.invoke()
             return [(labels[i], v) for i, v in top_k_raw(it.get_tensor(out["index"]), 3)]
@@ -129,6 +185,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     if args.threads != EXAMPLE_THREADS:
         paths[FRESH4] = (fresh_interpreter(EXAMPLE_THREADS), args.fresh_frames)
+    lores_frames = [lores.read() for _ in range(len(lores))]
+    pre_x = np.zeros(engine.input_spec.shape, dtype=np.dtype(engine.input_spec.dtype))
+
+    def preprocess_only(pre: Any) -> Callable[[], object]:
+        state = [0]
+
+        def one() -> None:
+            f = lores_frames[state[0] % len(lores_frames)]
+            state[0] += 1
+            pre.into(f.pixels, f.fmt, f.size, pre_x, f.colour_space)
+
+        return one
+
+    paths[PRE_NOW] = (preprocess_only(Preprocessor(m.preprocess, engine.input_spec)), args.frames)
+    pre_before, lores_before = PRE_BEFORE.format(rev=args.baseline_rev), LORES_BEFORE.format(rev=args.baseline_rev)
+    if args.baseline_rev:
+        old = preprocess_at(args.baseline_rev)
+        paths[pre_before] = (preprocess_only(OldInto(old.Preprocessor(m.preprocess, engine.input_spec))), args.frames)
+        p_before = Pipeline(lores, engine, OldInto(old.Preprocessor(m.preprocess, engine.input_spec)), m.labels)  # type: ignore[arg-type]
+        paths[lores_before] = (p_before.step, args.frames)
 
     engine.set_input(x)
     for fn, n in paths.values():  # warm-up, out of the figures
@@ -153,6 +229,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     if FRESH4 in rounds:
         ratios["fresh_interpreter_4_threads_over_pipeline"] = ratio(FRESH4, LORES)
+    ratios["preprocess_over_invoke"] = ratio(PRE_NOW, INVOKE)
+    if args.baseline_rev:
+        ratios["preprocess_now_over_before"] = ratio(PRE_NOW, pre_before)
+        ratios["pipeline_now_over_before"] = ratio(LORES, lores_before)
     goals = {"pipeline_lores_over_invoke": ("<=", 1.5), "fresh_interpreter_over_pipeline": (">=", 20.0)}
     ok = {k: (ratios[k] <= g if op == "<=" else ratios[k] >= g) for k, (op, g) in goals.items()}
     split_wall = stage_split_us(p_lores, 20 * args.frames // 2)
@@ -160,7 +240,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     report: dict[str, Any] = {
         "variant": args.variant, "runtime": runtime.name, "runtime_version": runtime.version, "threads": args.threads,
-        "rounds": args.rounds, "lores_size": list(lores.size or ()),
+        "rounds": args.rounds, "lores_size": list(lores.size or ()), "baseline_rev": args.baseline_rev,
+        "machine": machine.describe(),
         "cpu_us_per_frame": {k: med(k) / 1e3 for k in paths}, "wall_us_per_frame": {k: med(k, 1) / 1e3 for k in paths},
         "stage_us_wall": split_wall, "stage_us_cpu": split_cpu, "ratios": ratios, "goals_met": ok,
     }
@@ -170,6 +251,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     inv = med(INVOKE)
     print(f"{args.variant} model, runtime {runtime.name} {runtime.version}, {args.threads} thread(s); "
           f"median of {args.rounds} interleaved rounds; CPU = process CPU time")
+    print(f"machine: {machine.line()}")
     print(f"{'path':<30}{'CPU µs/frame':>14}{'wall µs/frame':>15}{'x invoke':>10}")
     for k in paths:
         print(f"{k:<30}{med(k) / 1e3:>14.1f}{med(k, 1) / 1e3:>15.1f}{med(k) / inv:>10.2f}")
@@ -183,6 +265,9 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"the ceiling is new interpreter / invoke alone = {ratios['fresh_interpreter_over_invoke']:.1f}x)")
     if FRESH4 in rounds:
         print(f"  with the example's num_threads=4   = {ratios['fresh_interpreter_4_threads_over_pipeline']:.1f}x")
+    if args.baseline_rev:
+        print(f"preprocess now / {args.baseline_rev}          = {ratios['preprocess_now_over_before']:.2f}x   "
+              f"pipeline now / {args.baseline_rev} = {ratios['pipeline_now_over_before']:.2f}x  (same frames, same run)")
     return 0
 
 

@@ -3,7 +3,8 @@
 Reports model load time, first inference, warm-up average, then per stage (capture, preprocess,
 invoke, postprocess, total) count / min / max / mean / std / p50 / p90 / p99, peak RSS, runtime
 and threads, and accuracy on synthetic labelled frames next to the interpreter's accuracy on the
-raw 28x28 images and its top-1 agreement with the host's interpreter (the golden outputs).
+raw model-sized golden images (``model_input``: the contract's normalisation and the variant's quantisation)
+and its top-1 agreement with the host's interpreter (the golden outputs).
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import numpy as np
 
 from device.engine import LiteRTEngine, open_engine
 from device.errors import ManifestError, SourceError
-from device.frames import DEFAULT_CAMERA, CameraConfig, FolderSource, FrameSource, SyntheticSource
+from device.frames import CameraConfig, FolderSource, FrameSource, SyntheticSource
 from device.hardware import Hardware, read_hardware
 from device.manifest import Manifest
 from device.pipeline import STAGES, Pipeline
-from device.preprocess import Preprocessor
+from device.preprocess import Preprocessor, model_input
 from device.progress import Progress
-from device.quant import to_input
 from device.stats import Summary, summarize
 
 
@@ -63,7 +63,7 @@ class BenchResult:
 def make_source(spec: str, manifest: Manifest, config: CameraConfig, loop: bool = True, fps: float = 0.0) -> FrameSource:
     """``synthetic`` | ``synthetic-main`` | ``folder:DIR`` → a frame source (no camera here)."""
     if spec in ("synthetic", "synthetic-main"):
-        cfg = CameraConfig(config.main_size, config.lores_size, "main" if spec == "synthetic-main" else "lores")
+        cfg = config.with_stream("main" if spec == "synthetic-main" else "lores")
         return SyntheticSource.from_golden(manifest.golden_path(), cfg, loop=loop, fps=fps)
     if spec.startswith("folder:"):
         return FolderSource(spec[len("folder:") :], loop=loop)
@@ -71,7 +71,7 @@ def make_source(spec: str, manifest: Manifest, config: CameraConfig, loop: bool 
 
 
 def golden_parity(engine: LiteRTEngine, manifest: Manifest, variant: str) -> tuple[Optional[float], Optional[float], int]:
-    """(accuracy on raw 28x28 golden images, top-1 agreement with the host's outputs, count)."""
+    """(accuracy on the raw model-sized golden images, top-1 agreement with the host's outputs, count)."""
     try:
         path = manifest.golden_path()
     except ManifestError:
@@ -79,7 +79,7 @@ def golden_parity(engine: LiteRTEngine, manifest: Manifest, variant: str) -> tup
     with np.load(path, allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
         host = z[f"raw_{variant}"] if f"raw_{variant}" in z.files else None
-    x = to_input(images.astype(np.float32) / 255.0, engine.input_spec)
+    x = model_input(images, manifest.preprocess, engine.input_spec)
     top1 = np.empty(len(images), dtype=np.int64)
     for i in range(len(images)):
         top1[i] = int(np.argmax(engine.run(x[i : i + 1])))
@@ -97,7 +97,7 @@ def run_bench(
     threads: Optional[int] = None,
     runtime: str = "auto",
     invert: str = "auto",
-    config: CameraConfig = DEFAULT_CAMERA,
+    config: Optional[CameraConfig] = None,
     hardware_root: Path | str = "/",
     progress: bool = False,
     source_factory: Optional[Callable[[], FrameSource]] = None,
@@ -106,6 +106,8 @@ def run_bench(
     t0 = time.perf_counter_ns()
     engine = open_engine(manifest, variant, runtime, threads)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
+    if config is None:
+        config = CameraConfig.for_contract(manifest.preprocess)
     src = source_factory() if source_factory else make_source(source_spec, manifest, config, loop=True)
     if runs is None:
         runs = len(src) if isinstance(src, SyntheticSource) else 200
@@ -185,7 +187,7 @@ def format_text(r: BenchResult) -> str:
     fps = 1000.0 / r.stages["total"].mean_ms if r.stages["total"].mean_ms else 0.0
     lines.append(
         f"accuracy on {r.labelled_frames} synthetic camera frames: {pct(r.frame_accuracy)}   "
-        f"interpreter on the raw 28x28 images: {pct(r.raw_accuracy)}   "
+        f"interpreter on the raw model-sized images: {pct(r.raw_accuracy)}   "
         f"top-1 agreement with the host interpreter: {pct(r.host_agreement)} ({r.golden_count} golden images)   "
         f"throughput: {fps:.0f} frames/s"
     )

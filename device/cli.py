@@ -16,7 +16,7 @@ from typing import Optional
 from device.daemon import default_stale_after_s
 from device.errors import DeviceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, FrameSource, parse_size
-from device.manifest import VARIANTS, load_manifest
+from device.manifest import VARIANTS, Manifest, load_manifest
 from device.runtime import RUNTIMES
 
 EXIT_USAGE = 2
@@ -29,7 +29,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads (None: the runtime's own choice)")
     p.add_argument("--invert", default="auto", choices=["auto", "on", "off"], help="polarity: auto decides from the image border")
     p.add_argument("--main", type=parse_size, default="{}x{}".format(*DEFAULT_CAMERA.main_size), metavar="WxH", help="camera main stream size")
-    p.add_argument("--lores", type=parse_size, default="{}x{}".format(*DEFAULT_CAMERA.lores_size), metavar="WxH", help="camera lores YUV420 stream the classifier reads")
+    p.add_argument("--lores", type=_lores_size, default="auto", metavar="WxH|auto",
+                   help="camera lores YUV420 stream the classifier reads; auto sizes it for the model "
+                   "(a whole number of pixels per model pixel: 112x84 for a 28x28 grey model, 256x192 for 96x96 RGB)")
+
+
+def _lores_size(text: str) -> Optional[tuple[int, int]]:
+    return None if text == "auto" else parse_size(text)
+
+
+def camera_config(args: argparse.Namespace, manifest: Manifest, stream: str = "lores") -> CameraConfig:
+    """The camera configuration for this model: streams chosen from the contract, sizes from the flags."""
+    return CameraConfig.for_contract(manifest.preprocess, args.main, args.lores, stream, frame_rate=getattr(args, "fps", 0.0) or 30.0,
+                                     timeout_s=getattr(args, "camera_timeout", 2.0))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     manifest = load_manifest(args.manifest)
-    config = CameraConfig(args.main, args.lores, "lores", frame_rate=args.fps or 30.0, timeout_s=args.camera_timeout)
+    config = camera_config(args, manifest)
     stale_after_s = getattr(args, "stale_after", None)
     stale_after_s = default_stale_after_s(config) if stale_after_s is None else stale_after_s
     if not 0 < stale_after_s < float("inf"):
@@ -183,7 +195,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.manifest)
     variants = list(manifest.variants) if args.variant == "all" else [args.variant]
-    config = CameraConfig(args.main, args.lores)
+    config = camera_config(args, manifest)
     results = []
     for v in variants:
         r = run_bench(manifest, v, args.source, args.runs, args.warmup, args.threads, args.runtime, args.invert, config,

@@ -2,7 +2,13 @@
 
 Quirks reproduced:
 
-- ``RGB888`` arrays are B,G,R in memory; ``YUV420`` arrays are [height*3/2, stride] with padded rows.
+- ``RGB888`` arrays are B,G,R in memory (``XBGR8888`` R,G,B,X); ``YUV420`` arrays are
+  [height*3/2, stride] with padded rows (Y, then U and V at half resolution with half the
+  stride), encoded in the configuration's colour space (``colour_space``, as picamera2's
+  ``create_video_configuration`` picks it: SMPTE170M below 1280x720, Rec709 above, limited
+  range; settled and reported back by ``camera_configuration()``); every stream is scaled from
+  the same field of view (main's), so a lores stream of another aspect ratio is stretched; on
+  the Pi 4 (``platform="vc4"``) lores must be YUV.
 - A camera not closed stays busy for the next opener ("Device or resource busy").
 - Captures are jobs, as in picamera2 (``picamera2/picamera2.py``: ``capture_array`` →
   ``dispatch_functions`` → ``Job.get_result(timeout)``, ``picamera2/job.py``): ``wait=None``
@@ -18,8 +24,9 @@ Quirks reproduced:
   be closed").
 - A camera that is not started delivers no frames (a capture then waits, like a stalled one).
 
-Frames are rendered from the given garments once per stream (on its first capture) and cycled,
-so timing measures the consumer.
+Frames are rendered from the given images (grey garments [N, H, W] or colour photos
+[N, H, W, 3], ``device.scene``) once per stream (on its first capture) and cycled, so timing
+measures the consumer.
 """
 
 from __future__ import annotations
@@ -32,6 +39,19 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 import numpy as np
 
 from device import scene
+from device.colour import video_colour_space
+
+
+class FakeColorSpace:
+    """Stands in for ``libcamera.ColorSpace``: its ``str()`` is libcamera's name for it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    __repr__ = __str__
 
 T = TypeVar("T")
 _log = logging.getLogger("picamera2.picamera2")  # picamera2's own logger name and messages
@@ -78,6 +98,7 @@ class FakePicamera2:
         images: Optional[np.ndarray] = None,
         stall_after: Optional[int] = None,
         seed: int = 0,
+        platform: str = "vc4",
     ):
         with FakePicamera2._busy_lock:
             if camera_num in FakePicamera2._busy:
@@ -89,6 +110,7 @@ class FakePicamera2:
         self.images = images if images is not None else np.zeros((1, 28, 28), np.uint8)
         self.stall_after = stall_after  # frames delivered before the camera stalls (None: never)
         self.seed = seed
+        self.platform = platform  # "vc4" (Pi 4: lores must be YUV) or "pisp" (Pi 5)
         self.started = False
         self.closed = False
         self.captures = 0  # frames delivered
@@ -98,6 +120,8 @@ class FakePicamera2:
         self._config: Optional[dict[str, Any]] = None
         self._frames: dict[str, list[np.ndarray]] = {}
         self._streams: dict[str, dict[str, Any]] = {}
+        self._cs_name = "SMPTE170M"
+        self._fov: tuple[int, ...] = (1280, 720)
 
     def create_video_configuration(
         self,
@@ -106,21 +130,31 @@ class FakePicamera2:
         raw: Optional[dict[str, Any]] = None,
         buffer_count: int = 6,
         controls: Optional[dict[str, Any]] = None,
+        colour_space: Any = None,
         **_: Any,
     ) -> dict[str, Any]:
-        """A configuration dict shaped like picamera2's (main defaults to 1280x720 XBGR8888)."""
+        """A configuration dict shaped like picamera2's (main defaults to 1280x720 XBGR8888; lores to main's size)."""
         m = {"format": "XBGR8888", "size": (1280, 720), **(main or {})}
-        lo = None if lores is None else {"format": "YUV420", "size": (320, 240), **lores}
+        lo = None if lores is None else {"format": "YUV420", "size": m["size"], **lores}
+        if colour_space is None:  # picamera2 chooses by the video resolution
+            colour_space = video_colour_space(tuple(m["size"]))
         return {"use_case": "video", "buffer_count": buffer_count, "main": m, "lores": lo, "raw": raw,
-                "controls": dict(controls or {})}
+                "controls": dict(controls or {}), "colour_space": FakeColorSpace(str(colour_space))}
 
     def configure(self, config: dict[str, Any]) -> None:
         """Accept a configuration: align sizes to even numbers, fill in strides, pre-render frames."""
         if self.started:
             raise RuntimeError("Camera must be stopped before configuring")
         cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+        lores = cfg.get("lores")
+        if self.platform == "vc4" and lores and lores.get("format") not in ("YUV420", "YVU420"):
+            raise RuntimeError("lores stream must be YUV")  # picamera2's check on the Pi 4's ISP
         self._frames = {}
         self._streams = {}
+        cs = cfg.get("colour_space")
+        self._cs_name = "SMPTE170M" if cs is None else str(cs)
+        cfg["colour_space"] = FakeColorSpace(self._cs_name)
+        self._fov = tuple(int(x) & ~1 for x in cfg["main"]["size"])
         for name in ("main", "lores"):
             s = cfg.get(name)
             if not s:
@@ -132,8 +166,10 @@ class FakePicamera2:
                 s["stride"] = scene.yuv420_stride(w)
             elif fmt in ("RGB888", "BGR888"):
                 s["stride"] = w * 3
+            elif fmt in ("XBGR8888", "XRGB8888"):
+                s["stride"] = w * 4
             else:
-                raise RuntimeError(f"FakePicamera2 renders RGB888, BGR888 and YUV420 only. Got: {fmt}")
+                raise RuntimeError(f"FakePicamera2 renders RGB888, BGR888, XBGR8888, XRGB8888 and YUV420 only. Got: {fmt}")
             self._streams[name] = s
         if cfg.get("lores") and cfg.get("main"):
             lw, lh = cfg["lores"]["size"]
@@ -141,6 +177,12 @@ class FakePicamera2:
             if lw > mw or lh > mh:
                 raise RuntimeError("lores stream dimensions may not exceed main stream")
         self._config = cfg
+
+    @staticmethod
+    def _render(image: np.ndarray, w: int, h: int, rng: np.random.Generator, fov: tuple[int, ...]) -> np.ndarray:
+        """One image as a w x h stream of the main stream's field of view sees it (grey photo or R,G,B)."""
+        f = (int(fov[0]), int(fov[1]))
+        return scene.render(image, w, h, rng, f) if np.ndim(image) == 3 else scene.render_gray(image, w, h, rng, f)
 
     def camera_configuration(self) -> Optional[dict[str, Any]]:
         """The configuration in force, with the strides filled in."""
@@ -163,12 +205,19 @@ class FakePicamera2:
             s = self._streams[name]
             (w, h), fmt = s["size"], s["format"]
             rng = np.random.default_rng([self.seed, len(name)])
+            photos = [self._render(i, w, h, rng, self._fov) for i in self.images]
             if fmt == "YUV420":
-                frames = [scene.to_yuv420(scene.render_gray(i, w, h, rng), s["stride"]) for i in self.images]
+                frames = [scene.to_yuv420(f, s["stride"], self._cs_name) for f in photos]
             else:
-                frames = [scene.to_bgr888(scene.render_gray(i, w, h, rng)) for i in self.images]
+                bgr = [scene.to_bgr888(f) for f in photos]
                 if fmt == "BGR888":
-                    frames = [f[:, :, ::-1].copy() for f in frames]
+                    frames = [b[:, :, ::-1].copy() for b in bgr]  # R,G,B in memory
+                elif fmt == "XBGR8888":  # R,G,B,X in memory
+                    frames = [np.concatenate([b[:, :, ::-1], np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
+                elif fmt == "XRGB8888":  # B,G,R,X in memory
+                    frames = [np.concatenate([b, np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
+                else:
+                    frames = bgr  # capture_array copies padding away: contiguous [h, w, C]
             self._frames[name] = frames
         return frames
 

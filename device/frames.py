@@ -1,12 +1,15 @@
 """Frames and where they come from: the FrameSource interface, a folder of images, a synthetic camera.
 
 A ``Frame`` holds pixels exactly as the source delivered them plus a pixel format naming the
-byte order in memory (``GRAY``, ``RGB``, ``BGR``, ``BGRX``, ``YUV420``). Conversion happens
-once, in ``device.preprocess``. The real camera lives in ``device.pi_camera``.
+byte order in memory (``GRAY``, ``RGB``, ``BGR``, ``BGRX``, ``YUV420``) and, for YUV, the
+Y'CbCr colour space it was encoded in. Conversion happens once, in ``device.preprocess``.
+The real camera lives in ``device.pi_camera``; ``CameraConfig.for_contract`` is where the
+camera's streams are chosen for a model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -17,7 +20,9 @@ from typing import Optional, Protocol
 import numpy as np
 
 from device import scene
+from device.colour import YUV_COLOUR_SPACES
 from device.errors import FrameError, SourceError, one_line
+from device.manifest import Preprocess
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".npy")
 
@@ -37,6 +42,7 @@ class Frame:
     name: str = ""
     label: Optional[int] = None
     size: Optional[tuple[int, int]] = None  # (width, height) for YUV420, whose rows are padded
+    colour_space: Optional[str] = None  # YUV420: libcamera's name (device.colour); None: sYCC, what the daemon requests
 
 
 class FrameSource(Protocol):
@@ -56,14 +62,29 @@ ISP_MIN_SIZE = 64  # bcm2835-isp MIN_DIM: the Pi 4 ISP clamps smaller outputs up
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """How the daemon configures a camera: a ``main`` stream and a small ``lores`` YUV420 stream.
+    """How the daemon configures a camera: a ``main`` stream (RGB888) and a small ``lores`` YUV420 stream.
 
-    The classifier reads the lores Y plane, so the ISP does the scaling and the CPU touches a
-    few thousand pixels per frame. 112x84 keeps main's 4:3 aspect, and its centred 84x84
-    square is exactly 3x3 pixels per model input pixel. It is the smallest such size the Pi 4's
-    ISP accepts: the bcm2835-isp driver clamps every output to at least 64x64 (``MIN_DIM``), so
-    a 2x2-block lores of 56 rows would come back 64 rows high and lose its exact block grid.
-    Widths only need to be even (the driver pads the row stride to 64 bytes itself).
+    The classifier reads the lores stream, so the ISP does the scaling and the CPU touches a
+    few thousand pixels per frame: the Y plane for a grey model; Y and the half-resolution U
+    and V planes for an RGB model (converted to R,G,B at the model's size, ``device.colour``).
+    The lores stream is YUV420 for both because the Pi 4's ISP (VC4) allows nothing else on
+    lores (picamera2 refuses: "lores stream must be YUV"); the Pi 5 would allow RGB888 there,
+    but YUV420 is half the bytes and one code path. ``stream='main'`` reads main's B,G,R
+    instead (the whole frame through the CPU: for comparison, or where lores cannot be used).
+
+    ``colour_space`` is requested from picamera2 (``sYCC``: BT.601 matrix, full range, sRGB
+    primaries and transfer, as JPEG photos are encoded; picamera2's preview and still
+    configurations use it too, its video configuration would pick ``SMPTE170M``, limited
+    range). Frames carry the colour space the camera actually settled, and the preprocessing
+    converts with that one.
+
+    ``for_contract`` sizes lores for a model: a whole multiple k of the model's grid, so block
+    sums need no resample. 112x84 is what a 28x28 grey model gets: main's 4:3 aspect, its
+    centred 84x84 square exactly 3x3 pixels per model pixel, and the smallest such size the
+    Pi 4's ISP accepts: the bcm2835-isp driver clamps every output to at least 64x64
+    (``MIN_DIM``), so a 2x2-block lores of 56 rows would come back 64 rows high and lose its
+    exact block grid. Widths only need to be even (the driver pads the row stride to 64 bytes
+    itself).
     """
 
     main_size: tuple[int, int] = (640, 480)
@@ -71,6 +92,7 @@ class CameraConfig:
     stream: str = "lores"  # which stream the classifier reads: lores (YUV420) or main (RGB888)
     frame_rate: float = 30.0
     timeout_s: float = 2.0
+    colour_space: str = "sYCC"  # requested from the camera (what the frames carry is read back)
 
     def __post_init__(self) -> None:
         if self.stream not in ("lores", "main"):
@@ -89,6 +111,68 @@ class CameraConfig:
             raise ValueError(f"timeout_s must be a positive number of seconds. Got: {self.timeout_s!r}")
         if not (0 < self.frame_rate < float("inf")):
             raise ValueError(f"frame_rate must be a positive number of frames per second. Got: {self.frame_rate!r}")
+        if self.colour_space not in YUV_COLOUR_SPACES:
+            raise ValueError(f"colour_space must be one of {', '.join(YUV_COLOUR_SPACES)}. Got: {self.colour_space!r}")
+
+    @classmethod
+    def for_contract(
+        cls,
+        contract: Preprocess,
+        main_size: tuple[int, int] = (640, 480),
+        lores_size: Optional[tuple[int, int]] = None,
+        stream: str = "lores",
+        frame_rate: float = 30.0,
+        timeout_s: float = 2.0,
+        colour_space: str = "sYCC",
+    ) -> CameraConfig:
+        """The camera configuration the daemon uses for a model (``lores_size`` overrides the choice)."""
+        return cls(main_size, lores_size or lores_for(contract, main_size), stream, frame_rate, timeout_s, colour_space)
+
+    def with_stream(self, stream: str) -> CameraConfig:
+        """The same configuration reading another stream."""
+        return dataclasses.replace(self, stream=stream)
+
+
+def lores_for(contract: Preprocess, main_size: tuple[int, int] = (640, 480)) -> tuple[int, int]:
+    """The lores (width, height) that puts a whole number k of pixels on each model pixel.
+
+    ``crop`` center / object: main's aspect ratio, so the centred window of the model's aspect
+    is exactly k*H x k*W (the ISP keeps the field of view; an odd width is rounded up to even,
+    a stretch below 1 %). ``crop`` none: exactly k*W x k*H, which the ISP stretches from the
+    whole field of view, as the contract asks. k is the smallest that gives the ISP's 64-pixel
+    minimum, at least 2 for an RGB model (its U and V planes are half resolution: k = 2 puts
+    one chroma sample on each model pixel) and at least 2 for ``object`` (the box is smaller
+    than the frame), else 1 if only that fits. When no whole multiple fits inside main,
+    lores is main's size and the preprocessing area-resamples it.
+    """
+    h_m, w_m = (int(x) for x in contract.size)
+    mw, mh = main_size
+    k_min = 2 if contract.color == "rgb" or contract.crop == "object" else 1
+
+    def size(k: int) -> tuple[int, int]:
+        if contract.crop == "none":
+            return k * w_m, k * h_m
+        if mw * h_m >= mh * w_m:  # main is wider than the model: the window is main's height
+            h = k * h_m
+            w = -(-h * mw // mh)
+            return w + w % 2, h
+        w = k * w_m
+        h = -(-w * mh // mw)
+        return w, h + h % 2
+
+    def usable(w: int, h: int) -> bool:
+        return w <= mw and h <= mh and w % 2 == 0 and h % 2 == 0 and min(w, h) >= ISP_MIN_SIZE
+
+    for k in range(k_min, 4097):  # the smallest k >= k_min that the ISP gives
+        w, h = size(k)
+        if w > mw or h > mh:
+            break
+        if usable(w, h):
+            return w, h
+    for k in range(k_min - 1, 0, -1):  # else a smaller one (an RGB model's chroma is then upsampled)
+        if usable(*size(k)):
+            return size(k)
+    return mw, mh  # no whole multiple fits: main's own size, area-resampled by the preprocessing
 
 
 DEFAULT_CAMERA = CameraConfig()
@@ -273,10 +357,12 @@ class FolderSource:
 
 
 class SyntheticSource:
-    """Official test images rendered as camera frames with known labels, pre-rendered once, cycled.
+    """Test images rendered as camera frames with known labels, pre-rendered once, cycled.
 
-    Frames arrive the way the daemon configures the real camera: the lores stream as padded
-    YUV420 buffers (default), or the main stream as B,G,R arrays (``stream='main'``).
+    Frames arrive the way the daemon configures the real camera (``device.scene``): the lores
+    stream as padded YUV420 buffers in picamera2's colour space (default), or the main stream
+    as B,G,R arrays (``stream='main'``). Grey images [N, H, W] are garments printed on paper;
+    colour images [N, H, W, 3] (R, G, B) are photos, rendered in colour.
     """
 
     def __init__(
@@ -289,25 +375,33 @@ class SyntheticSource:
         fps: float = 0.0,
     ):
         images = np.asarray(images)
-        if images.ndim != 3 or images.dtype != np.uint8 or len(images) == 0:
-            raise SourceError(f"synthetic source needs uint8 images [N, H, W], N > 0. Got: {images.dtype} {images.shape}")
+        colour = images.ndim == 4 and images.shape[3] == 3
+        if not (images.ndim == 3 or colour) or images.dtype != np.uint8 or len(images) == 0:
+            raise SourceError(
+                f"synthetic source needs uint8 images [N, H, W] or [N, H, W, 3], N > 0. Got: {images.dtype} {images.shape}"
+            )
         self.config = config
         self.labels = None if labels is None else [int(x) for x in labels]
         self.loop = loop
         self.fps = fps
         rng = np.random.default_rng(seed)
         self.frames: list[np.ndarray] = []
+        fov = config.main_size
+        self.colour_space: Optional[str] = None
         if config.stream == "lores":
             w, h = config.lores_size
             stride = scene.yuv420_stride(w)
             self.fmt, self.size = "YUV420", (w, h)
+            self.colour_space = config.colour_space
             for img in images:
-                self.frames.append(scene.to_yuv420(scene.render_gray(img, w, h, rng), stride))
+                photo = scene.render(img, w, h, rng, fov) if colour else scene.render_gray(img, w, h, rng, fov)
+                self.frames.append(scene.to_yuv420(photo, stride, self.colour_space))
         else:
             w, h = config.main_size
             self.fmt, self.size = "BGR", (w, h)
             for img in images:
-                self.frames.append(scene.to_bgr888(scene.render_gray(img, w, h, rng)))
+                photo = scene.render(img, w, h, rng, fov) if colour else scene.render_gray(img, w, h, rng, fov)
+                self.frames.append(scene.to_bgr888(photo))
         self._names = [f"synthetic-{i}" for i in range(len(self.frames))]
         self._seq = 0
         self._next_due_ns = 0
@@ -337,7 +431,7 @@ class SyntheticSource:
         i = self._seq % len(self.frames)
         self._seq = seq = self._seq + 1
         label = None if self.labels is None else self.labels[i]
-        return Frame(self.frames[i], self.fmt, seq, time.time_ns(), self._names[i], label, self.size)
+        return Frame(self.frames[i], self.fmt, seq, time.time_ns(), self._names[i], label, self.size, self.colour_space)
 
     def close(self) -> None:
         """Nothing to release."""

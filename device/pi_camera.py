@@ -1,8 +1,23 @@
 """The Raspberry Pi camera through picamera2: the only module that imports it, and lazily.
 
-The camera is configured with a ``main`` stream (RGB888, which picamera2 lays out as B,G,R)
-and a small ``lores`` YUV420 stream: the ISP scales for free and the classifier reads the
-lores Y plane, honouring its padded row stride.
+The camera is configured with ``create_video_configuration``: a ``main`` stream (RGB888,
+which picamera2 lays out as B,G,R in memory) and a small ``lores`` YUV420 stream sized for
+the model (``CameraConfig.for_contract``): the ISP scales for free. The classifier reads
+lores for grey and RGB models alike: the Pi 4's ISP allows only YUV on lores (picamera2
+refuses anything else there on VC4), and YUV420 is half the bytes of RGB888 on a Pi 5.
+
+* A grey model reads the Y plane (``capture_array("lores")`` is [h*3/2, stride], rows
+  padded: the stride is honoured, never assumed).
+* An RGB model also reads the U and V planes that follow Y in the same buffer (h/2 rows of
+  stride/2 bytes each); ``device.preprocess`` averages Y, U and V down to the model's grid
+  and converts Y'CbCr to R,G,B there, in the model's channel order. There is no B,G,R
+  byte order on this path; ``stream='main'`` would read main's RGB888, whose B,G,R order
+  is named in the frame's format (``BGR``) and undone by the same conversion matrix.
+* ``colour_space`` is requested (``sYCC`` by default: full range, BT.601, sRGB, as JPEG
+  photos are encoded), because picamera2's video configuration would otherwise pick
+  ``SMPTE170M`` (limited range 16..235) below 1280x720 and ``Rec709`` above. What the
+  camera settled is read back from ``camera_configuration()["colour_space"]`` and travels
+  with every frame, so the conversion uses the matrix and range actually delivered.
 
 Timeouts are picamera2's own: ``capture_array(name, wait=timeout_s)``. In picamera2
 (``picamera2/picamera2.py``, ``dispatch_functions``) ``wait=None`` means wait for ever, so a
@@ -20,6 +35,7 @@ import contextlib
 import time
 from typing import Any, Callable, Optional
 
+from device.colour import ycbcr
 from device.errors import CameraTimeout, FrameError, SourceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, Frame
 
@@ -38,6 +54,19 @@ def _default_factory() -> Any:
     return Picamera2()
 
 
+# CameraConfig.colour_space (libcamera's names) → libcamera.ColorSpace's constructors.
+_LIBCAMERA_COLOUR_SPACES = {"sYCC": "Sycc", "SMPTE170M": "Smpte170m", "Rec709": "Rec709", "Rec2020": "Rec2020"}
+
+
+def _colour_space(name: str) -> Any:
+    """A ``libcamera.ColorSpace`` where libcamera is importable (a Pi), else the name (the fake camera takes names)."""
+    try:
+        import libcamera
+    except ImportError:
+        return name
+    return getattr(libcamera.ColorSpace, _LIBCAMERA_COLOUR_SPACES[name])()
+
+
 class PiCameraSource:
     """Frames from a Picamera2 (or anything with its API surface, e.g. FakePicamera2)."""
 
@@ -46,6 +75,7 @@ class PiCameraSource:
         self._factory = factory or _default_factory
         self._cam: Any = None
         self._seq = 0
+        self.colour_space: Optional[str] = None
         self.open()
 
     def open(self) -> None:
@@ -63,6 +93,7 @@ class PiCameraSource:
                 lores={"size": self.config.lores_size, "format": "YUV420"},
                 buffer_count=4,
                 controls={"FrameRate": self.config.frame_rate},
+                colour_space=_colour_space(self.config.colour_space),
             )
             cam.configure(cfg)
             cam.start()
@@ -72,6 +103,11 @@ class PiCameraSource:
             raise SourceError(f"cannot configure/start the camera: {e}") from e
         self._cam = cam
         self._stream_cfg = self._configured()
+        try:
+            ycbcr(self.colour_space)
+        except FrameError as e:
+            self.close()
+            raise SourceError(f"the camera settled on a colour space the preprocessing cannot convert: {e}") from e
 
     def _configured(self) -> dict[str, Any]:
         """Actual size and format per stream, as the camera settled them (it may align sizes)."""
@@ -86,6 +122,8 @@ class PiCameraSource:
         ):
             s = (cfg or {}).get(name) or {}
             out[name] = (tuple(s.get("size", default_size)), str(s.get("format", default_fmt)))
+        settled = (cfg or {}).get("colour_space")
+        self.colour_space = self.config.colour_space if settled is None else str(settled)  # libcamera's name
         return out
 
     def read(self) -> Frame:
@@ -108,7 +146,8 @@ class PiCameraSource:
         if order is None:
             raise FrameError(f"unsupported {name} stream format {fmt!r}; configure RGB888 or YUV420")
         self._seq += 1
-        return Frame(arr, order, self._seq, time.time_ns(), name=f"frame-{self._seq}", size=(int(size[0]), int(size[1])))
+        return Frame(arr, order, self._seq, time.time_ns(), name=f"frame-{self._seq}", size=(int(size[0]), int(size[1])),
+                     colour_space=self.colour_space if order == "YUV420" else None)
 
     def close(self) -> None:
         """Stop and close the camera so the next start does not find it busy; safe to call twice."""

@@ -103,7 +103,7 @@ class Pipeline:
         t0 = clock()
         frame: Frame = self.source.read()
         t1 = clock()
-        self._into(frame.pixels, frame.fmt, frame.size, self._input)
+        self._into(frame.pixels, frame.fmt, frame.size, self._input, frame.colour_space)
         t2 = clock()
         if self._fast:
             self._set_input(self._input)

@@ -8,7 +8,7 @@ import pytest
 from device import scene
 from device.errors import FrameError
 from device.frames import CameraConfig, SyntheticSource
-from device.manifest import Preprocess, TensorSpec
+from device.manifest import Normalize, Preprocess, TensorSpec
 from device.preprocess import Preprocessor, gray_plane, preprocess
 from device.quant import to_input, to_scores
 
@@ -31,20 +31,23 @@ def test_raw_28x28_image_passes_through_unchanged() -> None:
     np.testing.assert_array_equal(preprocess(img, "GRAY", spec=INT8), to_input(img / 255.0, INT8))
 
 
+RAW = Preprocess(contrast="none", polarity="any", normalize=Normalize(range=(0.0, 255.0)))  # pixel values as they are
+
+
 def test_bgr_order_is_honoured() -> None:
     # a pure-red picture: R=200 → grey 0.299*200; read as RGB it would be 0.114*200
-    h, w = 56, 56
-    bgr = np.zeros((h, w, 3), np.uint8)
+    bgr = np.zeros((56, 56, 3), np.uint8)
     bgr[..., 2] = 200
     bgr[20:36, 20:36, 2] = 40  # a dark square in the middle so the stretch has a range
-    p = Preprocessor(invert="off")
-    sums_bgr = p._gray_sums(bgr, "BGR", None)
-    sums_rgb = p._gray_sums(bgr, "RGB", None)
-    assert sums_bgr[0, 0] == pytest.approx(4 * 200 * 0.299, rel=1e-4)
-    assert sums_rgb[0, 0] == pytest.approx(4 * 200 * 0.114, rel=1e-4)
-    # same picture in both memory orders gives the same model input
+    x = Preprocessor(RAW).image(bgr, "BGR")
+    assert x[0, 0] == pytest.approx(0.299 * 200, abs=0.01)
+    assert Preprocessor(RAW).image(bgr, "RGB")[0, 0] == pytest.approx(0.114 * 200, abs=0.01)
+    # same picture in every memory order gives the same model input
     rgb = bgr[..., ::-1].copy()
-    np.testing.assert_allclose(p.image(bgr, "BGR"), p.image(rgb, "RGB"), atol=1e-6)
+    bgrx = np.concatenate([bgr, np.full((56, 56, 1), 7, np.uint8)], axis=2)
+    p = Preprocessor(invert="off")
+    for pixels, fmt in ((rgb, "RGB"), (bgrx, "BGRX"), (np.ascontiguousarray(bgrx[..., [2, 1, 0, 3]]), "RGBX")):
+        np.testing.assert_allclose(p.image(pixels, fmt), p.image(bgr, "BGR"), atol=1e-6)
 
 
 def test_yuv420_row_stride_is_honoured() -> None:
@@ -52,15 +55,26 @@ def test_yuv420_row_stride_is_honoured() -> None:
     gray = rng.integers(0, 256, size=(84, 112)).astype(np.float32)
     stride = scene.yuv420_stride(112)
     assert stride > 112  # the buffer is padded, with junk bytes in the padding
-    buf = scene.to_yuv420(gray, stride)
-    assert buf.shape == (126, stride)
+    buf = scene.to_yuv420(gray, stride, "sYCC")  # full range: Y is the photo's luma
+    assert buf.shape == (126, stride) and buf[0, 112:].min() == 0xEE
     plane = gray_plane(buf, "YUV420", (112, 84))
     np.testing.assert_array_equal(plane, gray.astype(np.uint8))
     p = Preprocessor()
-    np.testing.assert_allclose(p.image(buf, "YUV420", (112, 84)), p.image(gray.astype(np.uint8), "GRAY"), atol=1e-6)
+    np.testing.assert_allclose(p.image(buf, "YUV420", (112, 84), "sYCC"), p.image(gray.astype(np.uint8), "GRAY"), atol=1e-6)
     # reading the buffer as if it were unpadded gives a different (wrong) image
     flat = buf.reshape(-1)[: 84 * 112].reshape(84, 112)
     assert not np.allclose(p.image(flat, "GRAY"), p.image(gray.astype(np.uint8), "GRAY"), atol=0.05)
+
+
+def test_limited_range_y_is_expanded_for_a_contract_without_contrast_stretch() -> None:
+    gray = np.full((84, 112), 200.0, np.float32)
+    gray[30:50, 40:70] = 40.0
+    x = {cs: Preprocessor(RAW).image(scene.to_yuv420(gray, 128, cs), "YUV420", (112, 84), cs) for cs in ("sYCC", "SMPTE170M")}
+    assert x["SMPTE170M"][0, 0] == pytest.approx(200.0, abs=1.5) and x["SMPTE170M"][14, 14] == pytest.approx(40.0, abs=1.5)
+    np.testing.assert_allclose(x["SMPTE170M"], x["sYCC"], atol=1.5)
+    # read as full range, limited-range Y would lose a sixth of its contrast
+    wrong = Preprocessor(RAW).image(scene.to_yuv420(gray, 128, "SMPTE170M"), "YUV420", (112, 84), "sYCC")
+    assert wrong[0, 0] - wrong[14, 14] < 0.9 * (200 - 40)
 
 
 def test_polarity_auto_inverts_a_photo_of_a_dark_garment_on_light_background() -> None:
@@ -122,7 +136,7 @@ def test_any_size_any_polarity_image() -> None:
         (np.zeros((28, 28), np.float32), "GRAY", None, "uint8"),
         (np.zeros((28, 28, 3), np.uint8), "GRAY", None, "[H, W]"),
         (np.zeros((28, 28), np.uint8), "BGR", None, "[H, W, 3]"),
-        (np.zeros((84, 112), np.uint8), "YUV420", (112, 84), "[126, stride >= 112]"),
+        (np.zeros((84, 112), np.uint8), "YUV420", (112, 84), "[126, even stride >= 112]"),
         (np.zeros((126, 128), np.uint8), "YUV420", None, "width, height"),
         (np.zeros((28, 28), np.uint8), "HSV", None, "unknown pixel format"),
     ],
@@ -168,6 +182,39 @@ def _layouts(picture: np.ndarray) -> list[tuple[str, np.ndarray, str, object]]:
         yuv[:h, :w] = picture
         out.append(("YUV420 Y plane", yuv, "YUV420", (w, h)))
     return out
+def exact_area_means(frame: np.ndarray, window: tuple[int, int, int, int], out: int) -> np.ndarray:
+    """Reference: the mean of ``frame`` (float64, [h, w]) over each output cell of an integer window, by definition."""
+    y0, y1, x0, x1 = window
+    crop = frame[y0:y1, x0:x1]
+    q = out // np.gcd(out, crop.shape[0]), out // np.gcd(out, crop.shape[1])  # replicate until cells are whole pixels
+    fine = np.repeat(np.repeat(crop, q[0], axis=0), q[1], axis=1)
+    return fine.reshape(out, fine.shape[0] // out, out, fine.shape[1] // out).mean(axis=(1, 3))
+
+
+def reference_grey(frame: np.ndarray, fmt: str, size: object, spec: TensorSpec) -> np.ndarray:
+    """The schema's grey contract in float64, written from its definition (centre crop, area, border stretch, light on dark)."""
+    if fmt == "YUV420":
+        w, h = size  # type: ignore[misc]
+        luma = frame[:h, :w].astype(np.float64)  # the stretch is the same for full or limited range
+    elif fmt == "GRAY":
+        luma = frame.astype(np.float64)
+    else:
+        bgr = frame.astype(np.float64)
+        luma = 0.299 * bgr[..., 2] + 0.587 * bgr[..., 1] + 0.114 * bgr[..., 0]
+    hh, ww = luma.shape
+    side = min(hh, ww)
+    f = side // 28
+    used = f * 28 if side - f * 28 < side / 28 else side  # the contract allows dropping under one model pixel
+    y0, x0 = (hh - used) // 2, (ww - used) // 2
+    m = exact_area_means(luma, (y0, y0 + used, x0, x0 + used), 28)
+    border = (m[0, 0] + m[0, -1] + m[-1, 0] + m[-1, -1]) / 4
+    light_bg = border > (m.min() + m.max()) / 2
+    far = m.min() if light_bg else m.max()
+    x = np.clip((m - border) / (far - border), 0.0, 1.0)  # the garment's far end → 1, the background → 0
+    if not spec.quantized:
+        return x
+    info = np.iinfo(np.dtype(spec.dtype))
+    return np.clip(np.round(x / float(spec.scale or 1)) + int(spec.zero_point or 0), info.min, info.max)
 
 
 @pytest.mark.parametrize("spec", [INT8, TensorSpec((1, 28, 28, 1), "float32"), TensorSpec((1, 28, 28, 1), "uint8", 1 / 255, 0)])
@@ -203,6 +250,33 @@ def test_into_gives_the_same_tensor_for_every_layout_and_agrees_with_tensor(spec
             assert diff.max() <= 1
             differing += int((diff > 0).sum())
     assert differing <= 0.005 * len(pictures) * 2 * 28 * 28
+
+
+@pytest.mark.parametrize("spec", [INT8, TensorSpec((1, 28, 28, 1), "float32"), TensorSpec((1, 28, 28, 1), "uint8", 1 / 255, 0)])
+def test_into_agrees_with_a_fresh_plan_and_with_the_contracts_definition(spec: TensorSpec) -> None:
+    p = Preprocessor(spec=spec)
+    out = np.zeros(spec.shape, np.dtype(spec.dtype))
+    frames = _frames()
+    for pixels, fmt, size in frames + frames[::-1]:  # geometry changes back and forth: plans are rebuilt
+        p.into(pixels, fmt, size, out)  # type: ignore[arg-type]
+        # a fresh preprocessor (a new plan) gives the same tensor bit for bit
+        np.testing.assert_array_equal(out, Preprocessor(spec=spec).tensor(pixels, fmt, size))  # type: ignore[arg-type]
+        # and the contract's definition in float64: the same values up to float32 rounding, also where
+        # 240 rows → 28 is no whole factor (exact area integrals, not blocks of 8 smeared by weights)
+        want = reference_grey(pixels, fmt, size, spec).reshape(out.shape)
+        assert np.abs(out.astype(np.float64) - want).max() <= (1.0 if spec.quantized else 1e-5)
+
+
+def test_grey_frame_for_a_colour_model_matches_the_grey_model_channel_by_channel() -> None:
+    # the scalar grey path and the per-channel matrix path are one arithmetic
+    for pixels, fmt, size in _frames():
+        grey = Preprocessor().image(pixels, fmt, size)  # type: ignore[arg-type]
+        if fmt != "GRAY":
+            continue
+        rgb = Preprocessor(Preprocess(color="rgb")).image(pixels, fmt, size)  # type: ignore[arg-type]
+        assert rgb.shape == (28, 28, 3)
+        for c in range(3):
+            np.testing.assert_allclose(rgb[..., c], grey, atol=1e-6)
 
 
 @pytest.mark.parametrize("colour", [(14, 101, 155), (0, 0, 255), (200, 200, 200)])
