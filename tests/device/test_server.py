@@ -72,6 +72,7 @@ def test_binds_loopback_only_and_serves_endpoints(server) -> None:  # type: igno
     buckets = [ln for ln in body.splitlines() if ln.startswith('edgekit_stage_latency_seconds_bucket{stage="total"')]
     counts = [int(ln.rsplit(" ", 1)[1]) for ln in buckets]
     assert counts == sorted(counts) and counts[-1] == 50 and buckets[-1].count('le="+Inf"') == 1
-    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="5e-05"} 50' in body
+    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="3.3e-05"} 0' in body
+    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="4.7e-05"} 50' in body
     code, _, body = get(s.url + "/nope")
     assert code == 404 and "/stats" in body
