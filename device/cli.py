@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench}")
     run = sub.add_parser(
         "run",
-        help="classify camera frames until stopped, serving /healthz /stats /metrics /latest on 127.0.0.1",
+        help="classify camera frames until stopped, serving the live page / and /healthz /stats /metrics /latest on 127.0.0.1",
         description="Run the classifier daemon. SIGTERM/SIGINT exit 0 after closing the camera and flushing results; "
         "after --max-failures source failures in a row it exits 3 so a supervisor restarts it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fps", type=float, default=30.0, help="synthetic frames per second and camera frame rate (0: synthetic as fast as possible, camera at 30)")
     run.add_argument("--max-failures", type=int, default=5, help="source failures in a row before exiting 3")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--hardware-root", type=Path, default=Path("/"), help="where the page and /metrics read /proc and /sys from")
 
     bench = sub.add_parser(
         "bench",
@@ -107,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Build the parts and run the daemon."""
     from device.daemon import Daemon, DaemonConfig
     from device.engine import open_engine
+    from device.page import PageConfig
     from device.pipeline import Pipeline
     from device.preprocess import Preprocessor
 
@@ -127,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "source": args.source,
         "labels": list(manifest.labels),
+        # what the fps alert compares with: the camera's frame rate, the synthetic pacing, or 0 (unpaced)
+        "target_fps": config.frame_rate if args.source in ("picamera2", "fake-picamera2") else (args.fps if args.source == "synthetic" else 0.0),
     }
 
     def make_pipeline(source: FrameSource) -> Pipeline:
@@ -144,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status_file=args.status_file,
             max_failures=args.max_failures,
             exit_when_done=args.exit_when_done,
+            page=PageConfig(input_range=(float(manifest.preprocess.normalize[0]), float(manifest.preprocess.normalize[1])),
+                            hardware_root=args.hardware_root),
         ),
     )
     daemon.install_signal_handlers()

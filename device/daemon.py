@@ -18,12 +18,14 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from device.errors import CameraTimeout, FrameError, SourceError
 from device.frames import EndOfSource, FrameSource
+from device.hwmonitor import hardware_metrics
+from device.page import Page, PageConfig
 from device.pipeline import Pipeline, Result
 from device.results import JsonLinesWriter
 from device.sdnotify import Notifier
@@ -53,6 +55,7 @@ class DaemonConfig:
     latest_size: int = 10
     window: int = 1000
     exit_when_done: bool = False
+    page: PageConfig = field(default_factory=PageConfig)
 
 
 class DropOldestQueue(Generic[T]):
@@ -117,6 +120,7 @@ class Daemon:
         self.writer: Optional[JsonLinesWriter] = None
         self._writer_thread: Optional[threading.Thread] = None
         self._last_ping = time.monotonic()
+        self.page = Page(config.page, self.stats, self.health, self.stats_doc)
 
     # ---------------------------------------------------------------- status provider
     def health(self) -> tuple[bool, str]:
@@ -145,8 +149,10 @@ class Daemon:
             "dropped_results_total": ("Results dropped from the full writer queue.", float(self.queue.dropped)),
             "uptime_seconds": ("Seconds since the daemon started.", round(time.monotonic() - self.stats.started_s, 3)),
             "healthy": ("1 when /healthz answers 200.", 1.0 if self.health()[0] else 0.0),
+            "target_fps": ("Frame rate the source is paced to (0: unpaced, as fast as the pipeline goes).",
+                           float(self.info.get("target_fps") or 0.0)),
         }
-        return prometheus_text(self.stats, labels, gauges)
+        return prometheus_text(self.stats, labels, gauges) + hardware_metrics(self.page.hardware.get())
 
     def latest_doc(self) -> dict[str, Any]:
         """The /latest document: newest first."""
@@ -199,8 +205,9 @@ class Daemon:
     def run(self) -> int:
         """Serve and classify until stopped; the exit code for the process."""
         self._last_ping = time.monotonic()
-        self.server = StatusServer(_Provider(self), self.config.port)
+        self.server = StatusServer(_Provider(self), self.config.port, self.page)
         self.server.start()
+        threading.Thread(target=self.page.run_sampler, args=(self.server.stopping,), name="page-history", daemon=True).start()
         if self.config.results_path is not None:
             self.writer = JsonLinesWriter(self.config.results_path, self.config.results_max_bytes, self.config.results_backups)
             self._writer_thread = threading.Thread(target=self._writer_loop, name="results", daemon=True)
@@ -248,6 +255,8 @@ class Daemon:
                 self.failures = 0
                 self.stats.add(result)
                 self.latest.append(result)
+                if self.page.wanted:  # someone has the page open: one attribute read per frame otherwise
+                    self.page.offer(pipeline.last_frame, pipeline.input_tensor, pipeline.engine.input_spec, result)
                 if self.writer is not None:
                     self.queue.put(result)
                 if not ready_sent:
