@@ -26,6 +26,13 @@ LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
 IMAGE_WAIT_S = 1.0  # a request for images waits this long for the pipeline to keep a frame
 
 
+def local_host(header: Optional[str]) -> bool:
+    """True when a ``Host`` header names this machine's loopback (127.0.0.1, localhost, [::1]), any port."""
+    host = (header or HOST).strip().lower()
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return name in LOCAL_NAMES
+
+
 class StatusProvider(Protocol):
     """What the HTTP server asks the daemon for."""
 
@@ -96,17 +103,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, doc: Any) -> None:
         self._send(code, (json.dumps(doc, indent=1) + "\n").encode(), "application/json")
 
-    def _local_host(self) -> bool:
-        host = (self.headers.get("Host") or HOST).strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return name in LOCAL_NAMES
 
     def _page(self, path: str, query: dict[str, list[str]]) -> None:
         page = self.page
         if page is None:
             self._json(404, {"error": f"no endpoint {path}: this server has no page", "endpoints": list(ENDPOINTS)})
             return
-        if not self._local_host():
+        if not local_host(self.headers.get("Host")):
             port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET (host, port) pair
             self._json(403, {"error": f"the page answers requests for 127.0.0.1 or localhost only, not {self.headers.get('Host')!r}; "
                              f"reach it through an SSH tunnel (`ssh -L {port}:127.0.0.1:{port} pi@HOST`)"})

@@ -39,8 +39,8 @@ class DaemonProcess:
     @classmethod
     def start(cls, manifest: Path | str, port: int = 0, source: str = "synthetic", extra: Sequence[str] = (),
               env: Optional[Mapping[str, str]] = None, workdir: Optional[Path] = None, timeout_s: float = 60.0,
-              python: str = sys.executable) -> DaemonProcess:
-        """Start the daemon and wait until it has classified a frame (``/healthz`` 200)."""
+              python: str = sys.executable, wait_healthy: bool = True) -> DaemonProcess:
+        """Start the daemon and wait until it serves, and (``wait_healthy``) has classified a frame."""
         wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgekit-daemon-"))
         wd.mkdir(parents=True, exist_ok=True)
         status = wd / f"status-{os.getpid()}-{time.monotonic_ns()}.json"
@@ -58,7 +58,7 @@ class DaemonProcess:
                 raise RuntimeError(f"the daemon did not start ({proc.returncode}): {log.read_text()[-1500:]}")
             time.sleep(0.05)
         d = cls(proc, int(json.loads(status.read_text())["port"]), log, wd)
-        while True:
+        while wait_healthy:
             try:
                 if d.get("/healthz", timeout_s=2)[0] == 200:
                     return d
@@ -68,6 +68,7 @@ class DaemonProcess:
                 d.stop()
                 raise RuntimeError(f"the daemon never became healthy: {log.read_text()[-1500:]}")
             time.sleep(0.05)
+        return d
 
     @property
     def url(self) -> str:
