@@ -65,7 +65,7 @@ class PageConfig:
     history_s: float = 300.0
     sample_s: float = 2.0
     hardware_root: Path = Path("/")
-    png_level: int = 3
+    png_level: int = 1  # zlib level: 1 encodes a lores frame in 0.4 ms here, 3 in 0.64 ms for 12 % less
 
 
 @dataclass(frozen=True)
@@ -250,6 +250,7 @@ class Page:
             "stages": list(STAGES),
             "page": {"viewers": self._viewers, "kept_frames": self.kept_frames, "encoded_images": self.encoded_images,
                      "encode_ms_mean": round(1e3 * self.encode_s / self.encoded_images, 3) if self.encoded_images else None,
+                     "encode_ms_total": round(1e3 * self.encode_s, 3),
                      "frame_interval_s": self.config.frame_interval_s, "push_interval_s": self.config.push_interval_s,
                      "sample_s": self.config.sample_s, "history_s": self.config.history_s},
         }
