@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import logging
 import signal
 import sys
 import threading
@@ -56,7 +57,8 @@ DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S = 1.0, 2.0
 def red_within_s(interval_s: float = DEFAULT_INTERVAL_S, timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
     """How long a failing device's card may stay green: a poll interval, a timeout, a push, delivery."""
     return interval_s + timeout_s + PUSH_INTERVAL_S + 0.5
-RECONNECT_AFTER_TIMEOUTS = 3  # polls in a row that time out before the SSH connection is re-opened
+RECONNECT_AFTER_TIMEOUTS = 3
+CLOSE_WITHIN_S = 5.0  # Ctrl-C waits this long at most for the devices' threads and connections  # polls in a row that time out before the SSH connection is re-opened
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 never goes through a proxy
 
 
@@ -319,6 +321,9 @@ def _handler(fleet: Fleet, stopping: threading.Event) -> type[BaseHTTPRequestHan
 def run_dashboard(args: argparse.Namespace, targets: list[Target]) -> int:
     """Open the forwards, serve the fleet page until Ctrl-C, close everything; the exit code."""
     options = ConnectOptions(args.known_hosts, args.trust_new, args.connect_timeout_s)
+    # paramiko logs every refused forward ("Secsh channel N open FAILED"); the cards say it once, with the reason
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
     stopping = threading.Event()
     watches: list[DeviceWatch] = []
     httpd: Optional[ThreadingHTTPServer] = None
@@ -360,8 +365,13 @@ def run_dashboard(args: argparse.Namespace, targets: list[Target]) -> int:
             httpd.server_close()
         for w in watches:
             w.stop()
-        for w in watches:
-            w.close()
+        # close every device at once: one slow Pi must not hold up Ctrl-C for the others
+        closers = [threading.Thread(target=w.close, daemon=True) for w in watches]
+        for closer in closers:
+            closer.start()
+        deadline = time.monotonic() + CLOSE_WITHIN_S
+        for closer in closers:
+            closer.join(max(0.0, deadline - time.monotonic()))
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     if not args.json:

@@ -11,7 +11,7 @@ main{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:
 .card .head{display:flex;gap:8px;align-items:center;justify-content:space-between}
 .card .name{font-weight:700;font-size:15px}
 .card img{width:100%;aspect-ratio:4/3;object-fit:contain;background:#222;border-radius:4px;margin:8px 0 4px;display:block}
-.card.bad img,.card.bad table{opacity:.4;filter:grayscale(1)}
+.card.bad img,.card.bad table,.card.bad .label{opacity:.4;filter:grayscale(1)}
 .card .noframe{aspect-ratio:4/3;background:#eaeef2;border-radius:4px;margin:8px 0 4px;display:flex;align-items:center;justify-content:center;color:var(--mut)}
 .card .label{font-size:20px;font-weight:700}
 .card .reason{color:var(--bad);font-weight:600;margin-top:6px;word-break:break-word}

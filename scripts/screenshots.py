@@ -74,7 +74,12 @@ def dashboard(manifest: Path, out: Path) -> None:
         finally:
             if dash is not None:
                 dash.send_signal(signal.SIGINT)
-                dash.wait(timeout=10)
+                try:
+                    dash.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    dash.kill()
+                    dash.wait()
+                    print("warning: the dashboard did not exit within 20 s of Ctrl-C", file=sys.stderr)
             for d in daemons:
                 d.stop()
             for s in servers:
@@ -88,6 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--artifacts", type=Path, default=REPO / "out", help="the host pipeline's output (manifest.json)")
     ap.add_argument("--out", type=Path, default=REPO / "docs", help="where the PNGs go")
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the device daemon runs before its screenshot")
+    ap.add_argument("--only", choices=("device", "dashboard"), default=None, help="render one of the two")
     args = ap.parse_args(argv)
     why = missing()
     if why:
@@ -97,8 +103,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: no manifest.json in {args.artifacts}; run `python -m host run --out {args.artifacts}` first", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    device_page(args.artifacts, args.out / "device-page.png", args.seconds)
-    dashboard(args.artifacts, args.out / "dashboard.png")
+    if args.only != "dashboard":
+        device_page(args.artifacts, args.out / "device-page.png", args.seconds)
+    if args.only != "device":
+        dashboard(args.artifacts, args.out / "dashboard.png")
     return 0
 
 

@@ -142,6 +142,11 @@ def test_fleet_page_shows_each_device_and_a_stopped_daemon_turns_red(fleet: list
             assert kitchen.daemon is not None and kitchen.daemon.get_json("/stats")["pid"] == kitchen.daemon.proc.pid
             page2.close()
             page.screenshot(path=str(artifact("dashboard-all.png")), full_page=True)
+            # each device's /metrics through its forward, for a Prometheus on this host
+            metrics = page.request.get(info["url"] + "d/garage/metrics")
+            assert metrics.status == 200 and "edgekit_frames_total" in metrics.text()
+            metrics = page.request.get(info["url"] + "d/attic/metrics")
+            assert metrics.status == 502 and "not connected" in metrics.text()
 
             # stop kitchen's daemon: its card turns red within RED_WITHIN_S, garage keeps updating
             g_frames = int(_card(page, 1)["frames"])
