@@ -169,7 +169,9 @@ class Page:
 
     def image(self, kind: str) -> tuple[Optional[bytes], str]:
         """(PNG, note) of the kept frame (``frame``) or its input view (``input``); PNG None with the reason."""
-        kept = self._kept
+        return self._image(kind, self._kept)
+
+    def _image(self, kind: str, kept: Optional[_Kept]) -> tuple[Optional[bytes], str]:
         if kept is None:
             return None, "no frame kept yet: frames are kept only while someone watches; ask again in a moment"
         with self._encode_lock:  # one encode per kept frame, however many pages ask
@@ -228,18 +230,22 @@ class Page:
         """The page itself: one HTML document, its CSS and JS inline."""
         return PAGE_HTML.encode()
 
-    def state(self, images: tuple[str, ...] = IMAGE_KINDS, history_after: Optional[float] = 0.0) -> dict[str, Any]:
-        """The document pushed to pages and served as /page.json; ``history_after=None`` leaves history out."""
+    def state(self, images: tuple[str, ...] = IMAGE_KINDS, history_after: Optional[float] = 0.0,
+              kept: Optional[_Kept] = None) -> dict[str, Any]:
+        """The document pushed to pages and served as /page.json; ``history_after=None`` leaves history out.
+
+        ``kept`` pins the frame shown (default: the latest kept), so labels and pictures belong together.
+        """
         ok, reason = self._health()
         stats = {k: v for k, v in self._stats_doc().items() if k not in _NOT_PUSHED}
-        kept = self._kept
+        kept = kept if kept is not None else self._kept
         shown: Optional[dict[str, Any]] = None
         if kept is not None:
             shown = kept.result.to_json()
             shown["frame_name"] = shown.pop("frame")
             shown["images"] = {}
             for kind in images:
-                png, note = self.image(kind)
+                png, note = self._image(kind, kept)
                 shown["images"][kind] = {"src": _data_url(png) if png is not None else None, "note": note}
         doc: dict[str, Any] = {
             "t": round(time.time(), 3),
@@ -268,7 +274,7 @@ class Page:
             while not stop.is_set():
                 kept = self._kept
                 new = kept is not None and kept.result.seq != shown_seq
-                doc = self.state(IMAGE_KINDS if new else (), history_t)
+                doc = self.state(IMAGE_KINDS if new else (), history_t, kept)
                 if new and kept is not None:
                     shown_seq = kept.result.seq
                 if doc["history"]:
