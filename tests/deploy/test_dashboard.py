@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,3 +209,32 @@ def test_dashboard_refuses_a_busy_port_in_one_line(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60, env={**os.environ})
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and f"127.0.0.1:{port}" in p.stderr and "--port" in p.stderr
+
+
+def test_unreachable_devices_are_cards_with_the_reason_in_one_line(tmp_path: Path) -> None:
+    """The faults every other command fails on in one line (test_deploy_units) are the dashboard's red cards."""
+    inv = tmp_path / "pis.toml"
+    missing_key = tmp_path / "no-key"
+    inv.write_text(f'[hosts.refused]\nhost = "root@127.0.0.1:{free_port()}"\n\n'
+                   '[hosts.dns]\nhost = "root@no-such-host.invalid"\n\n'
+                   f'[hosts.identity]\nhost = "root@127.0.0.1:{free_port()}"\nidentity = "{missing_key}"\n')
+    dash = Dashboard(inv, tmp_path / "known_hosts", "--connect-timeout-s", "3")
+    want = {"refused": "connection refused", "dns": "cannot resolve host 'no-such-host.invalid'",
+            "identity": f"identity file {missing_key} does not exist"}
+    try:
+        url = dash.info["url"] + "fleet.json"
+        deadline = time.monotonic() + 20
+        while True:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as r:
+                cards = {d["name"]: d for d in json.load(r)["devices"]}
+            if all(want[n] in (cards[n]["reason"] or "") for n in want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for name, phrase in want.items():
+            c = cards[name]
+            assert not c["ok"] and phrase in c["reason"] and "\n" not in c["reason"] and "Traceback" not in c["reason"], c
+            assert c["updated"] is None and c["failing_since"] is not None
+    finally:
+        code = dash.stop()
+    assert code == 0
+    assert "Traceback" not in (dash.proc.stderr.read() if dash.proc.stderr else "")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,6 +22,7 @@ from device.manifest import Manifest
 from device.page import PageConfig
 from device.pipeline import STAGES, Pipeline
 from device.preprocess import Preprocessor
+from device.testing import DaemonProcess
 
 FAST = PageConfig(frame_interval_s=0.1, push_interval_s=0.1, watch_grace_s=0.6, sample_s=0.3)
 
@@ -198,27 +196,35 @@ def test_metrics_export_the_hardware_state(start_daemon: Callable[..., Daemon], 
     assert hw["temperature_c"] == 48.5 and "under-voltage now" in hw["throttled_flags"]
 
 
+def test_stopping_the_daemon_ends_open_event_streams(start_daemon: Callable[..., Daemon]) -> None:
+    d = start_daemon()
+    stream = EventStream(d)
+    stream.next()
+    threads_before = threading.active_count()
+    d.request_stop()
+    wait_for(lambda: d.state == "stopping" and d.server is not None and d.server.stopping.is_set(), 5, "the daemon to stop")
+    # this process lives on, so an end of stream means the server ended it
+    with pytest.raises(EOFError):
+        for _ in range(20):
+            stream.next()
+    stream.close()
+    wait_for(lambda: threading.active_count() < threads_before, 5, "the stream's handler thread to end")
+
+
 @pytest.mark.slow
 def test_sigterm_with_a_page_open_still_exits_within_2_s(device_artifacts: Path, tmp_path: Path) -> None:
-    status = tmp_path / "status.json"
-    p = subprocess.Popen([sys.executable, "-m", "device", "run", "--manifest", str(device_artifacts), "--source", "synthetic",
-                          "--port", "0", "--status-file", str(status), "--threads", "1"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    d = DaemonProcess.start(device_artifacts, workdir=tmp_path)  # classifying: the synthetic frames are rendered
     try:
-        wait_for(lambda: status.exists() or p.poll() is not None, 60, "the daemon to serve")
-        port = json.loads(status.read_text())["port"]
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
         conn.request("GET", "/events")
         resp = conn.getresponse()
         assert resp.fp.readline().startswith(b"retry:")
         wait_for(lambda: b"event: state" in resp.fp.readline(), 10, "a state event")
         t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=5) == 0, p.stderr.read() if p.stderr else ""
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=10) == 0, d.log.read_text()[-2000:]
         assert time.monotonic() - t0 < 2.0
         resp.close()
         conn.close()
     finally:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait()
+        d.stop()

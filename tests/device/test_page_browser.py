@@ -65,8 +65,10 @@ def test_device_page_live_in_chromium(daemon: DaemonProcess) -> None:
 
         # the label shown is the daemon's own answer for the frame shown (/latest keeps the last 10 frames)
         for _ in range(40):
-            seq, label = int(page.text_content("#seq") or 0), page.text_content("#label")
-            shown_top = page.eval_on_selector_all("#top .lbl", "els => els.map(e => e.textContent)")
+            # one evaluate: the page's JS thread cannot render an event between these reads
+            seq, label, shown_top = page.evaluate("""() => [Number(document.getElementById("seq").textContent),
+                document.getElementById("label").textContent,
+                Array.from(document.querySelectorAll("#top .lbl")).map((e) => e.textContent)]""")
             frame = next((f for f in daemon.get_json("/latest")["frames"] if f["seq"] == seq), None)
             if frame is not None:
                 break
