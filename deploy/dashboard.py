@@ -327,8 +327,10 @@ def run_dashboard(args: argparse.Namespace, targets: list[Target]) -> int:
     stopping = threading.Event()
     watches: list[DeviceWatch] = []
     httpd: Optional[ThreadingHTTPServer] = None
+    # Ctrl-C and SIGTERM end the loop; set explicitly, as a process started in the background
+    # inherits SIGINT ignored and would otherwise never stop on Ctrl-C
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set()) if in_main else None
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         for i, t in enumerate(targets):
             watches.append(DeviceWatch(i, t, options, args.interval_s, args.timeout_s))
@@ -372,8 +374,8 @@ def run_dashboard(args: argparse.Namespace, targets: list[Target]) -> int:
         deadline = time.monotonic() + CLOSE_WITHIN_S
         for closer in closers:
             closer.join(max(0.0, deadline - time.monotonic()))
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not args.json:
         print(f"dashboard: closed {len(watches)} tunnel{'s' if len(watches) != 1 else ''}", flush=True)
     return 0

@@ -238,3 +238,20 @@ def test_unreachable_devices_are_cards_with_the_reason_in_one_line(tmp_path: Pat
         code = dash.stop()
     assert code == 0
     assert "Traceback" not in (dash.proc.stderr.read() if dash.proc.stderr else "")
+
+
+def test_ctrl_c_stops_the_dashboard_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A process started in the background (`cmd &` in a script) inherits SIGINT ignored; Ctrl-C must still stop it."""
+    inv = tmp_path / "pis.toml"
+    inv.write_text(f'[hosts.a]\nhost = "root@127.0.0.1:{free_port()}"\n')
+    p = subprocess.Popen([sys.executable, "-m", "deploy", "dashboard", "--inventory", str(inv), "--known-hosts", str(tmp_path / "kh"),
+                          "--port", "0", "--no-browser", "--json"], stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert p.stdout is not None and json.loads(p.stdout.readline())["url"]
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
