@@ -1,4 +1,4 @@
-"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback.
+"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback, dashboard.
 
 Every command takes one or more targets (``--host`` repeated, or ``--inventory FILE``), runs on
 all of them in parallel (one SSH connection per host, in threads), prints one result row per
@@ -34,7 +34,7 @@ from deploy.trust import DEFAULT_KNOWN_HOSTS
 from deploy.venv import RUNTIME_CHOICES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback")
+COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback", "dashboard")
 VARIANTS = ("int8", "float32", "dynamic", "float16")
 
 
@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default=None, metavar="ID", help="release id to switch to (default: the one before current)")
     p.add_argument("--supervisor", default="auto", choices=SUPERVISORS, help="how the daemon is supervised")
     p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health")
+
+    from deploy.dashboard import add_arguments as dashboard_arguments
+
+    dashboard_arguments(cmd("dashboard", "serve one live page on 127.0.0.1 for every device, through SSH port forwards, until Ctrl-C"))
     return ap
 
 
@@ -243,6 +247,10 @@ def _dispatch(args: argparse.Namespace, targets: list[Target]) -> int:
         return _releases(args, targets)
     if c == "rollback":
         return _rollback(args, targets)
+    if c == "dashboard":
+        from deploy.dashboard import run_dashboard
+
+        return run_dashboard(args, targets)
     raise DeployError(f"unknown command {c}")  # argparse prevents this
 
 

@@ -38,6 +38,13 @@ def _lores_size(text: str) -> Optional[tuple[int, int]]:
     return None if text == "auto" else parse_size(text)
 
 
+def _input_range(manifest: Manifest) -> tuple[float, float]:
+    """The real values the model's input spans (pixel 0 and 255 through the contract's normalisation)."""
+    pre = manifest.preprocess
+    bounds = pre.normalize.bounds(pre.channels)
+    return min(min(b) for b in bounds), max(max(b) for b in bounds)
+
+
 def camera_config(args: argparse.Namespace, manifest: Manifest, stream: str = "lores") -> CameraConfig:
     """The camera configuration for this model: streams chosen from the contract, sizes from the flags."""
     return CameraConfig.for_contract(manifest.preprocess, args.main, args.lores, stream, frame_rate=getattr(args, "fps", 0.0) or 30.0,
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench}")
     run = sub.add_parser(
         "run",
-        help="classify camera frames until stopped, serving /healthz /stats /metrics /latest on 127.0.0.1",
+        help="classify camera frames until stopped, serving the live page / and /healthz /stats /metrics /latest on 127.0.0.1",
         description="Run the classifier daemon. SIGTERM/SIGINT exit 0 after closing the camera and flushing results; "
         "after --max-failures source failures in a row it exits 3 so a supervisor restarts it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -77,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "--camera-timeout + 10 frame intervals at --fps, i.e. "
                      f"{default_stale_after_s(DEFAULT_CAMERA):g} s at 2 s and 30 fps)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--hardware-root", type=Path, default=Path("/"), help="where the page and /metrics read /proc and /sys from")
 
     bench = sub.add_parser(
         "bench",
@@ -141,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Build the parts and run the daemon."""
     from device.daemon import Daemon, DaemonConfig
     from device.engine import open_engine
+    from device.page import PageConfig
     from device.pipeline import Pipeline
     from device.preprocess import Preprocessor
 
@@ -165,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "source": args.source,
         "labels": list(manifest.labels),
+        # what the fps alert compares with: the camera's frame rate, the synthetic pacing, or 0 (unpaced)
+        "target_fps": config.frame_rate if args.source in ("picamera2", "fake-picamera2") else (args.fps if args.source == "synthetic" else 0.0),
     }
 
     def make_pipeline(source: FrameSource) -> Pipeline:
@@ -183,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_failures=args.max_failures,
             exit_when_done=args.exit_when_done,
             stale_after_s=stale_after_s,
+            page=PageConfig(input_range=_input_range(manifest), hardware_root=args.hardware_root),
         ),
     )
     daemon.install_signal_handlers()

@@ -26,12 +26,14 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from device.errors import CameraTimeout, FrameError, SourceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, EndOfSource, FrameSource
+from device.hwmonitor import hardware_metrics
+from device.page import Page, PageConfig
 from device.pipeline import Pipeline, Result
 from device.results import JsonLinesWriter
 from device.sdnotify import Notifier
@@ -78,6 +80,7 @@ class DaemonConfig:
     stale_after_s: float = default_stale_after_s()
     results_retry_s: float = 1.0
     writer_drain_s: float = 3.0  # under systemd's TimeoutStopSec=5 of the shipped unit
+    page: PageConfig = field(default_factory=PageConfig)
 
 
 class DropOldestQueue(Generic[T]):
@@ -144,6 +147,7 @@ class Daemon:
         self._last_ping = time.monotonic()
         self._last_frame_s: Optional[float] = None  # monotonic time of the last classified frame
         self._reading = False  # the main thread is inside pipeline.step(): a signal may interrupt it
+        self.page = Page(config.page, self.stats, self.health, self.stats_doc)
 
     # ---------------------------------------------------------------- status provider
     def health(self) -> tuple[bool, str]:
@@ -190,6 +194,8 @@ class Daemon:
             "healthy": ("1 when /healthz answers 200.", 1.0 if self.health()[0] else 0.0),
             "last_frame_age_seconds": ("Seconds since the last classified frame (-1 before the first).",
                                        -1.0 if age is None else round(age, 3)),
+            "target_fps": ("Frame rate the source is paced to (0: unpaced, as fast as the pipeline goes).",
+                           float(self.info.get("target_fps") or 0.0)),
         }
         w = self.writer
         counters = {
@@ -198,7 +204,7 @@ class Daemon:
                                            float(w.write_errors if w else 0)),
             "results_lost_total": ("Results given up because the results log could not take them.", float(w.lost if w else 0)),
         }
-        return prometheus_text(self.stats, labels, gauges, counters)
+        return prometheus_text(self.stats, labels, gauges, counters) + hardware_metrics(self.page.hardware.get())
 
     def latest_doc(self) -> dict[str, Any]:
         """The /latest document: newest first."""
@@ -261,8 +267,9 @@ class Daemon:
     def run(self) -> int:
         """Serve and classify until stopped; the exit code for the process."""
         self._last_ping = time.monotonic()
-        self.server = StatusServer(_Provider(self), self.config.port)
+        self.server = StatusServer(_Provider(self), self.config.port, self.page)
         self.server.start()
+        threading.Thread(target=self.page.run_sampler, args=(self.server.stopping,), name="page-history", daemon=True).start()
         if self.config.results_path is not None:
             self.writer = JsonLinesWriter(self.config.results_path, self.config.results_max_bytes, self.config.results_backups,
                                           retry_s=self.config.results_retry_s)
@@ -316,6 +323,8 @@ class Daemon:
                 self._last_frame_s = time.monotonic()
                 self.stats.add(result)
                 self.latest.append(result)
+                if self.page.wanted:  # someone has the page open: one attribute read per frame otherwise
+                    self.page.offer(pipeline.last_frame, pipeline.input_tensor, pipeline.engine.input_spec, result)
                 if self.writer is not None:
                     self.queue.put(result)
                 if not ready_sent:
