@@ -23,7 +23,7 @@ from deploy.errors import ArtifactsError
 from deploy.layout import device_code_files, load_artifacts
 from deploy.remote import Device
 from deploy.status import EMULATED_NOTE, emulated_label, table
-from device.manifest import MANIFEST_NAME, sha256_file
+from device.manifest import MANIFEST_NAME, VARIANTS, sha256_file
 
 COMPLETE = ".complete"
 
@@ -166,6 +166,6 @@ def format_bench(results: list[BenchResult]) -> str:
             if flagged:
                 row.insert(2, emulated_label(mark))
             body.append(row)
-    order = {v: i for i, v in enumerate(("float32", "dynamic", "float16", "int8"))}
+    order = {v: i for i, v in enumerate(VARIANTS)}
     body.sort(key=lambda row: (order.get(row[0], 99), row[0], row[1]))  # a variant's hosts side by side
     return table(head, body) + (f"\n{EMULATED_NOTE}" if flagged else "")
