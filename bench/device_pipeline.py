@@ -87,7 +87,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=25, help="interleaved rounds; medians are reported (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="interpreter threads for the daemon's pipeline and the baseline (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 20 frames (2 with a new interpreter): checks that it runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.frames, args.fresh_frames, args.rounds = 20, 2, 2
 
     m = load_manifest(args.manifest)
     engine = open_engine(m, args.variant, threads=args.threads)

@@ -39,6 +39,8 @@ def test_push_status_bench_second_model_rollback(pi: SSHServer, deploy_artifacts
     assert golden["count"] > 0 and golden["top1_agree"] >= golden["top1_required"]
     assert golden["max_raw_diff"] <= golden["max_raw_allowed"] and golden["runtime"] == first["runtime"]
     assert any("golden top-1" in s and "allowed" in s for s in first["steps"])  # both figures and limits printed
+    # Files, dirs, marker, rename, current, history, supervisor.json: the agent reported its fsyncs.
+    assert first["fsync_count"] > len(first["steps"]) and first["fsync_s"] > 0
     assert current_id(pi) == first["release"] == assert_current_complete(pi)
     # The daemon runs the code shipped in the release, with the venv's interpreter.
     daemon_pid = json.loads((remote_root(pi) / "run" / "daemon.json").read_text())["pid"]
