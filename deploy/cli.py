@@ -260,7 +260,8 @@ def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
     def fn(device: Any, i: int) -> HostResult:
         r = doctor(device, args.runtime)
         summary = (f"{r.machine} · {r.os} · Python {r.python} · systemd {'yes' if r.systemd else 'no'} · camera {r.camera} · "
-                   f"{_gib(r.free_bytes)} free · runtime {r.runtime or '-'}" + (f" ({r.runtime_reason})" if r.runtime else ""))
+                   f"{_gib(r.free_bytes)} free · runtime {r.runtime or '-'}" + (f" ({r.runtime_reason})" if r.runtime else "")
+                   + (f" · supervisor {r.supervisor} ({r.supervisor_reason})" if r.supervisor else ""))
         if r.problems:
             summary = "; ".join(r.problems) + " | " + summary
         if r.warnings:

@@ -34,6 +34,8 @@ class DoctorReport:
     warnings: tuple[str, ...]
     facts: dict[str, Any]
     emulated: Optional[str] = None
+    supervisor: str = ""
+    supervisor_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -93,4 +95,6 @@ def doctor(device: Device, runtime: str = "auto") -> DoctorReport:
         warnings=tuple(warnings),
         facts=f,
         emulated=f.get("emulated") or None,
+        supervisor=str((f.get("supervisor") or {}).get("auto", "")),
+        supervisor_reason=str((f.get("supervisor") or {}).get("reason", "")),
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.agent.layout import Layout, read_json
-from deploy.agent.supervisor import systemd_booted, systemd_refusal
+from deploy.agent.supervisor import plan, systemd_booted, systemd_refusal
 from device.hardware import emulation
 
 # Each runtime import is tried in its own child process (a broken wheel can crash the interpreter).
@@ -104,9 +104,11 @@ def probe(lay: Layout, cached: bool) -> dict[str, Any]:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     du = shutil.disk_usage(str(existing))
+    mode, reason = plan(lay, "auto")
     live = {"free_bytes": du.free, "total_bytes": du.total, "cameras": cameras(),
-            # From the session's environment: never cached.
-            "emulated": emulation(), "systemd_refused": systemd_refusal()}
+            # From the session's environment and the device's record: never cached.
+            "emulated": emulation(), "systemd_refused": systemd_refusal(),
+            "supervisor": {"auto": mode, "reason": reason}}
     key = _probe_key()
     if cached:
         old = read_json(lay.probe_cache, {}) or {}
