@@ -12,7 +12,7 @@ One idea per module (``protocol`` is the contract with the host)::
     releases            prepare, verify + publish, switch ``current``, prune, list
     venvs               one venv per requirements hash, pinned by each release
     supervisor          which supervisor, recorded on the device; start/stop/restart through it
-    process_supervisor  the detached pidfile-free supervisor (exact process references)
+    process_supervisor  the detached supervisor where systemd is not used (exact process references)
     systemd             the unit: render, install, systemctl, journald
     daemon              a release's daemon command line
     procs               exact process identity (pid + start time + boot id, pidfds)

@@ -1,9 +1,9 @@
 """The supervisor is decided once and recorded on the device; systemd is never used where it is not meant.
 
 systemd cannot run here (it is not PID 1), so its real behaviour (Type=notify, the watchdog,
-journald) is tested on the emulated Pi VM. Here: the record, the refusals, and that a failing
-``systemctl`` makes ``stop`` fail loudly, with a stand-in ``systemctl`` on PATH that fails the
-way systemctl does when it is denied.
+journald) is tested on the emulated Pi VM. Here: the record, the refusals, that a failing
+``systemctl`` makes ``stop`` fail loudly, and that status and logs read systemd's and journald's
+answers, with stand-in ``systemctl``/``journalctl`` on PATH that print what systemd 252 prints.
 """
 
 from __future__ import annotations
@@ -128,3 +128,45 @@ def test_systemd_is_refused_where_it_is_not_meant(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60, env={**env, **extra})
         answer = json.loads(p.stdout.splitlines()[-1])
         assert answer["ok"] and answer["supervisor"] == "process", answer
+
+
+def test_status_and_logs_under_systemd_are_systemds_own(tmp_path: Path) -> None:
+    """With systemd recorded, status is `systemctl show` (MainPID's release from its cwd) and logs are journald's."""
+    root = tmp_path / "kit"
+    rel = root / "releases" / RID
+    rel.mkdir(parents=True)
+    (rel / "config.json").write_text(json.dumps({"variant": "int8", "port": 1, "source": "synthetic"}))
+    (rel / ".verified").write_text("{}")
+    (root / "current").symlink_to(f"releases/{RID}")
+    (root / "supervisor.json").write_text(json.dumps({"supervisor": "systemd", "unit": "x", "requested": "auto",
+                                                      "reason": "test", "release": RID}))
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=str(root / "current"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n[ \"$1\" = show ] && printf 'LoadState=loaded\\nActiveState=active\\nSubState=running\\n"
+        f"NRestarts=2\\nMainPID={daemon.pid}\\nResult=success\\nUnitFileState=enabled\\n'\n")
+    (bin_dir / "journalctl").write_text("#!/bin/sh\necho \"$@\" > " + str(bin_dir / "journal.args") +
+                                        "\nprintf '2025-11-02T10:00:00+0000 pi python[42]: one\\n2025-11-02T10:00:01+0000 pi python[42]: two\\n'\n")
+    for t in bin_dir.iterdir():
+        t.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "EDGEKIT_"))}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    pyz = _agent(tmp_path)
+    try:
+        def run(*argv: str) -> dict:
+            p = subprocess.run([sys.executable, "-E", "-s", str(pyz), *argv, "--dir", str(root)], capture_output=True,
+                               text=True, timeout=60, env=env)
+            return json.loads(p.stdout.splitlines()[-1])
+
+        st = run("status")
+        assert st["ok"] and st["supervisor"] == "systemd" and st["running"] and st["daemon_pid"] == daemon.pid
+        assert st["release"] == RID and st["restarts"] == 2 and st["systemd"]["SubState"] == "running"
+        logs = run("logs", "--lines", "2")
+        assert logs["source"] == "journald" and logs["daemon"][-1].endswith("python[42]: two")
+        assert (bin_dir / "journal.args").read_text().split()[:2] == ["-u", logs["follow"][2]]
+        assert "-o short-iso" in (bin_dir / "journal.args").read_text() and logs["follow"][:2] == ["journalctl", "-u"]
+        assert "ActiveState=active" in logs["supervisor"]
+    finally:
+        daemon.kill()
+        daemon.wait()
