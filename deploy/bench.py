@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.errors import ArtifactsError
 from deploy.layout import device_code_files, load_artifacts
 from deploy.remote import Device
@@ -89,7 +90,7 @@ def run_bench(device: Device, artifacts: Optional[Path], variant: str = "all", o
         args += ["--manifest", posixpath.join(bdir, "model", MANIFEST_NAME), "--code", posixpath.join(bdir, "code")]
     if extra:
         args += ["--", *extra]
-    answer = device.agent("bench", *args, timeout_s=timeout_s + 60)
+    answer = device.agent(protocol.BENCH, *args, timeout_s=timeout_s + 60)
     report = answer["report"]
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device.target.label)

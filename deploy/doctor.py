@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.remote import Device
 from deploy.venv import DoctorError, choose_runtime
 
@@ -13,7 +14,7 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 
 def probe(device: Device, cached: bool = False) -> dict[str, Any]:
     """Raw facts from the device (the agent's ``probe``); ``cached`` reuses them while its Python's paths are unchanged."""
-    return device.agent("probe", "--dir", device.root, *(["--cached"] if cached else []), timeout_s=180)
+    return device.agent(protocol.PROBE, "--dir", device.root, *(["--cached"] if cached else []), timeout_s=180)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 import paramiko
 from tqdm import tqdm
 
+from deploy.agent import protocol
 from deploy.doctor import probe
 from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
 from deploy.layout import KEEP_RELEASES, Release, ReleaseConfig, build_release
@@ -180,7 +181,7 @@ def _push_locked(device: Device, opts: PushOptions, release: Release, choice: Ru
                  steps: list[str], log: Callable[[str], None]) -> PushResult:
     label = device.target.label
     runtime = choice.name
-    prep = device.agent("prepare", "--dir", device.root, "--id", release.id, "--supervisor", opts.supervisor)
+    prep = device.agent(protocol.PREPARE, "--dir", device.root, "--id", release.id, "--supervisor", opts.supervisor)
     previous = prep.get("current")
     fault("after-prepare")
     uploaded = 0
@@ -204,12 +205,12 @@ def _push_locked(device: Device, opts: PushOptions, release: Release, choice: Ru
     if not prep["exists"]:
         # Loading the runtime under emulation or on a Pi Zero is slow: allow as long as the health check.
         verify_s = max(120.0, 2 * opts.health_timeout_s)
-        ver = device.agent("verify", "--dir", device.root, "--id", release.id, "--count", str(opts.golden_count),
+        ver = device.agent(protocol.VERIFY, "--dir", device.root, "--id", release.id, "--count", str(opts.golden_count),
                            "--timeout-s", str(verify_s), timeout_s=verify_s + 60, error_cls=VerifyError)
         golden = dict(ver.get("golden") or {})
         steps.append(f"verified on the device: sha256 of {len(release.files)} files; {golden_summary(golden)}")
         fault("after-verify")
-    st = device.agent("status", "--dir", device.root)
+    st = device.agent(protocol.STATUS, "--dir", device.root)
     if previous == release.id and st.get("running") and st.get("release") == release.id:
         try:
             health = wait_healthy(device, release.id, min(opts.health_timeout_s, 10.0))
@@ -219,7 +220,7 @@ def _push_locked(device: Device, opts: PushOptions, release: Release, choice: Ru
             steps.append("current release was not healthy; restarting it")
     action = "deployed" if not prep["exists"] else ("switched" if previous != release.id else "restarted")
     if previous != release.id:
-        device.agent("activate", "--dir", device.root, "--id", release.id, "--keep", str(opts.keep))
+        device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", release.id, "--keep", str(opts.keep))
         steps.append(f"current: {previous} -> {release.id}")
         fault("after-switch")
     try:
@@ -245,9 +246,9 @@ def _rolled_back(device: Device, opts: PushOptions, failed: str, previous: Optio
         fault("rollback", device)
         fallback = previous if previous != failed else None
         if fallback is None:  # already current (an interrupted push): fall back to the one before it
-            fallback = device.agent("rollback-target", "--dir", device.root, check=False).get("target")
+            fallback = device.agent(protocol.ROLLBACK_TARGET, "--dir", device.root, check=False).get("target")
         if fallback:
-            device.agent("activate", "--dir", device.root, "--id", str(fallback), "--keep", "0")
+            device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", str(fallback), "--keep", "0")
             done = f"switched current back to {fallback}"
             control(device, "restart", "auto", release=str(fallback))
             done = f"switched current back to {fallback} and restarted it"

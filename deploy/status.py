@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.remote import Device
 from device.pipeline import STAGES
 
@@ -48,7 +49,7 @@ class StatusRow:
 
 def status(device: Device) -> StatusRow:
     """Ask the agent for the supervisor state and the daemon's /stats."""
-    a = device.agent("status", "--dir", device.root)
+    a = device.agent(protocol.STATUS, "--dir", device.root)
     stats = a.get("stats") or {}
     rt = stats.get("runtime")
     if isinstance(rt, dict):

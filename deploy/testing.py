@@ -182,6 +182,7 @@ class SSHServer:
 
     def stop_daemon(self) -> None:
         """Stop a daemon (and its process supervisor) left running in this server's remote dir, through SSH."""
+        from deploy.agent import protocol
         from deploy.connect import ConnectOptions, connect
         from deploy.errors import DeployError
         from deploy.remote import Device
@@ -197,7 +198,7 @@ class SSHServer:
             return
         try:
             if device.exists(posixpath.join(device.root, "run")):
-                device.agent("control", "stop", "--dir", device.root, "--mode", "auto", check=False, timeout_s=60)
+                device.agent(protocol.CONTROL, "stop", "--dir", device.root, "--mode", "auto", check=False, timeout_s=60)
         except DeployError:
             pass
         finally:

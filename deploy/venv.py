@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
+from deploy.agent import protocol
 from deploy.errors import DeployError, WheelhouseError
 from deploy.remote import Device, progress_callback
 
@@ -169,4 +170,4 @@ def ensure_venv(device: Device, release_id: str, wheelhouse: bool = False, timeo
     args = ["--dir", device.root, "--id", release_id, "--timeout-s", str(timeout_s)]
     if wheelhouse:
         args.append("--wheelhouse")
-    return device.agent("venv", *args, timeout_s=timeout_s + 60)
+    return device.agent(protocol.VENV, *args, timeout_s=timeout_s + 60)

@@ -31,7 +31,9 @@ def present_variants(manifest_path: Path) -> tuple[list[str], list[str]]:
 def bench(lay: Layout, variant: str, manifest_arg: str, code_arg: str, timeout_s: float, extra: list[str]) -> BenchAnswer:
     """Benchmark a variant (or all present) of the current release, or of an uploaded bench bundle."""
     rid = lay.current_id()
-    python = str(lay.release_python(lay.release(rid))) if rid else sys.executable
+    venv_python = lay.release_python(lay.release(rid)) if rid else None
+    # The current release's own runtime; the device's python3 when nothing was pushed yet.
+    python = str(venv_python) if venv_python is not None and venv_python.exists() else sys.executable
     if manifest_arg:
         manifest, code, where = Path(manifest_arg), Path(code_arg), "the uploaded bundle"
     else:
