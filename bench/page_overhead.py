@@ -234,7 +234,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        flags = ", ".join(machine["flags"]) or "none listed"
+        flags = ", ".join(str(f) for f in machine["flags"]) or "none listed"  # type: ignore[attr-defined]
         pace = "flat out" if not args.fps else f"{args.fps:g} fps"
         print(f"page overhead: {args.variant}, synthetic lores frames at {pace}, {rounds} round(s) x {phase_s:g} s per condition")
         print(f"machine: {machine['cpu']}, {machine['cores']} cores, flags {flags}; load {machine['load_1min']} -> "

@@ -47,7 +47,8 @@ import numpy as np
 from device.engine import open_engine
 from device.errors import DeviceError, ManifestError
 from device.manifest import load_manifest, sha256_file
-from device.quant import to_input, to_scores
+from device.preprocess import model_input
+from device.quant import to_scores
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def check_golden(manifest_path: Path, variant: str, runtime: str = "auto", count
     agree = 0
     correct = 0
     for i in range(n):
-        x = to_input(images[i].astype(np.float32) / 255.0, engine.input_spec)
+        x = model_input(images[i : i + 1], manifest.preprocess, engine.input_spec)
         got = engine.run(x).reshape(-1)
         want = np.asarray(want_raw[i]).reshape(-1)
         # Raw outputs compared in their own units: int64 for integers (no wrap-around), float64 for floats.

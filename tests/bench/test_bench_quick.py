@@ -25,18 +25,12 @@ def _run(script: str, *args: str, timeout_s: float = 900) -> dict[str, Any]:
     return json.loads(p.stdout)
 
 
-def test_every_bench_script_has_a_quick_mode() -> None:
-    scripts = sorted(p.name for p in BENCH.glob("*.py"))
-    tested = {"device_pipeline.py", "device_soak.py", "host_pipeline.py", "deploy_push.py", "arm64_parity.py"}
-    assert set(scripts) == tested, "a new bench script needs its quick-mode test here"
+def test_every_bench_script_has_a_quick_mode_that_a_test_runs() -> None:
+    scripts = sorted(p.name for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text())
+    tests = [t.read_text() for t in (REPO / "tests").rglob("test_*.py")]
     for name in scripts:
-        assert '"--quick"' in (BENCH / name).read_text(), name
-
-
-def test_device_pipeline_quick(artifacts: Path) -> None:
-    r = _run("device_pipeline.py", "--manifest", str(artifacts / "manifest.json"))
-    assert r["rounds"] == 2 and all(v > 0 for v in r["cpu_us_per_frame"].values())
-    assert r["ratios"]["fresh_interpreter_over_pipeline"] > 1
+        assert '"--quick"' in (BENCH / name).read_text(), f"{name} has no --quick mode"
+        assert any(name in t and '"--quick"' in t for t in tests), f"no test runs {name} --quick"
 
 
 def test_device_soak_quick(artifacts: Path) -> None:

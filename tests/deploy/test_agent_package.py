@@ -194,6 +194,20 @@ def test_release_ids_are_checked_before_they_become_paths(pyz: Path, tmp_path: P
     assert not (tmp_path / "escape").exists() and not (root / "staging").exists()
 
 
+def _wait_until_blocked_on(pid: int, lock: Path, timeout_s: float = 60.0) -> None:
+    """Wait until process ``pid`` has the lock file open (it is then waiting in flock), however slow its start."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                if Path(os.readlink(fd)) == lock:
+                    return
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never opened {lock}")
+
+
 def test_a_held_lock_refuses_changes_and_names_its_holder(pyz: Path, tmp_path: Path) -> None:
     root = tmp_path / "kit"
     holder = subprocess.Popen([DEVICE_PYTHON, "-E", "-s", str(pyz), "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -215,7 +229,8 @@ def test_a_held_lock_refuses_changes_and_names_its_holder(pyz: Path, tmp_path: P
         # Waiting for it: the holder's session ends (its process exits) after 1 s, the waiter gets the lock.
         waiter = subprocess.Popen([DEVICE_PYTHON, "-E", "-s", str(pyz), "lock", "--dir", str(root), "--timeout-s", "30"],
                                   stdout=subprocess.PIPE, text=True, env=_clean_env())
-        time.sleep(1.0)
+        _wait_until_blocked_on(waiter.pid, root / ".lock")
+        time.sleep(0.6)
         holder.stdin.close()
         out, _ = waiter.communicate(timeout=60)
         answer = json.loads(out.splitlines()[-1])
