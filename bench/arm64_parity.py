@@ -203,7 +203,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--runtimes", default=",".join(RUNTIME_VENVS), help="comma-separated runtimes to run inside the root")
     ap.add_argument("--diagnose", action="store_true", help="also run builtin kernels only (no XNNPACK) on both sides")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--quick", action="store_true", help="the first 50 golden images, no --diagnose: checks that it runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.limit, args.diagnose = 50, False
     runtimes = [x.strip() for x in args.runtimes.split(",") if x.strip()]
     bad = [x for x in runtimes if x not in RUNTIME_VENVS]
     if bad:

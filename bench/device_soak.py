@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle-s", type=float, default=15.0, help="start-up time left out of the slope")
     ap.add_argument("--interval-s", type=float, default=5.0, help="time between samples")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--quick", action="store_true", help="6 s, sampled every second: checks that it runs")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.settle_s, args.interval_s = 6.0, 1.0, 1.0
 
     with tempfile.TemporaryDirectory() as tmp:
         status_file = Path(tmp) / "status.json"

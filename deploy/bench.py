@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.errors import ArtifactsError
 from deploy.layout import device_code_files, load_artifacts
 from deploy.remote import Device
 from deploy.status import EMULATED_NOTE, emulated_label, table
-from device.manifest import MANIFEST_NAME, sha256_file
+from device.manifest import MANIFEST_NAME, VARIANTS, sha256_file
 
 COMPLETE = ".complete"
 
@@ -89,7 +90,7 @@ def run_bench(device: Device, artifacts: Optional[Path], variant: str = "all", o
         args += ["--manifest", posixpath.join(bdir, "model", MANIFEST_NAME), "--code", posixpath.join(bdir, "code")]
     if extra:
         args += ["--", *extra]
-    answer = device.agent("bench", *args, timeout_s=timeout_s + 60)
+    answer = device.agent(protocol.BENCH, *args, timeout_s=timeout_s + 60)
     report = answer["report"]
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device.target.label)
@@ -166,6 +167,6 @@ def format_bench(results: list[BenchResult]) -> str:
             if flagged:
                 row.insert(2, emulated_label(mark))
             body.append(row)
-    order = {v: i for i, v in enumerate(("float32", "dynamic", "float16", "int8"))}
+    order = {v: i for i, v in enumerate(VARIANTS)}
     body.sort(key=lambda row: (order.get(row[0], 99), row[0], row[1]))  # a variant's hosts side by side
     return table(head, body) + (f"\n{EMULATED_NOTE}" if flagged else "")

@@ -1,4 +1,4 @@
-"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback.
+"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback, dashboard.
 
 Every command takes one or more targets (``--host`` repeated, or ``--inventory FILE``), runs on
 all of them in parallel (one SSH connection per host, in threads), prints one result row per
@@ -20,9 +20,9 @@ from typing import Any, Callable, Optional
 
 import paramiko
 
+from deploy.agent.protocol import SUPERVISORS
 from deploy.errors import DeployError
 from deploy.layout import KEEP_RELEASES
-from deploy.supervisor import SUPERVISORS
 from deploy.targets import (
     DEFAULT_DAEMON_PORT,
     DEFAULT_PYTHON,
@@ -32,10 +32,12 @@ from deploy.targets import (
 )
 from deploy.trust import DEFAULT_KNOWN_HOSTS
 from deploy.venv import RUNTIME_CHOICES
+from device.manifest import VARIANTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback")
-VARIANTS = ("int8", "float32", "dynamic", "float16")
+COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback", "dashboard")
+LOCK_HELP = ("another push or control command holding the device's lock makes this one fail at once; "
+             "wait up to this long for it instead")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                    help="TFLite runtime on the device (auto: as `doctor` decides)")
     p.add_argument("--supervisor", default="auto", choices=SUPERVISORS,
-                   help="systemd unit where systemd runs, else a pidfile supervisor process")
+                   help="auto: keep the supervisor recorded on the device, else systemd where it runs and you may install "
+                        "units, else a detached supervisor process; systemd/process: use it and record it")
     p.add_argument("--source", default="auto",
                    help="daemon frame source: picamera2, synthetic, folder:DIR, or auto (picamera2 when doctor finds a camera and picamera2, else synthetic)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads on the device")
@@ -109,19 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download wheels for the device's platform into DIR on this host and install offline from them")
     p.add_argument("--golden-count", type=int, default=20, help="golden inputs run on the device before the switch")
     p.add_argument("--no-progress", action="store_true", help="no upload progress bars")
+    p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
 
     for name, help_ in (("start", "start the daemon of the current release"), ("stop", "stop the daemon"),
                         ("restart", "restart the daemon of the current release")):
         p = cmd(name, help_)
-        p.add_argument("--supervisor", default="auto", choices=SUPERVISORS, help="how the daemon is supervised")
+        p.add_argument("--supervisor", default="auto", choices=SUPERVISORS,
+                       help="auto: the one the last push recorded on the device (another value is refused)")
         p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health after start/restart")
+        p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
 
     p = cmd("status", "show per host the release, runtime, fps and per-stage latency p50/p90/p99 from the daemon's /stats")
     p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     p.add_argument("--interval-s", type=float, default=2.0, help="refresh interval for --watch")
     p.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes (0: forever)")
 
-    p = cmd("logs", "tail the daemon log, the supervisor log and the results file")
+    p = cmd("logs", "tail the daemon's log (journald under systemd), the supervisor's and the results file")
     p.add_argument("-n", "--lines", type=int, default=20, help="lines of each")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (prefixed by host) until Ctrl-C")
 
@@ -139,8 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("rollback", "switch back to the previous release (or --to ID), restart and check health")
     p.add_argument("--to", default=None, metavar="ID", help="release id to switch to (default: the one before current)")
-    p.add_argument("--supervisor", default="auto", choices=SUPERVISORS, help="how the daemon is supervised")
+    p.add_argument("--supervisor", default="auto", choices=SUPERVISORS,
+                   help="auto: the one the last push recorded on the device (another value is refused)")
     p.add_argument("--health-timeout-s", type=float, default=30.0, help="wait this long for health")
+    p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
+
+    from deploy.dashboard import add_arguments as dashboard_arguments
+
+    dashboard_arguments(cmd("dashboard", "serve one live page on 127.0.0.1 for every device, through SSH port forwards, until Ctrl-C"))
     return ap
 
 
@@ -243,6 +255,10 @@ def _dispatch(args: argparse.Namespace, targets: list[Target]) -> int:
         return _releases(args, targets)
     if c == "rollback":
         return _rollback(args, targets)
+    if c == "dashboard":
+        from deploy.dashboard import run_dashboard
+
+        return run_dashboard(args, targets)
     raise DeployError(f"unknown command {c}")  # argparse prevents this
 
 
@@ -252,7 +268,8 @@ def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
     def fn(device: Any, i: int) -> HostResult:
         r = doctor(device, args.runtime)
         summary = (f"{r.machine} · {r.os} · Python {r.python} · systemd {'yes' if r.systemd else 'no'} · camera {r.camera} · "
-                   f"{_gib(r.free_bytes)} free · runtime {r.runtime or '-'}" + (f" ({r.runtime_reason})" if r.runtime else ""))
+                   f"{_gib(r.free_bytes)} free · runtime {r.runtime or '-'}" + (f" ({r.runtime_reason})" if r.runtime else "")
+                   + (f" · supervisor {r.supervisor} ({r.supervisor_reason})" if r.supervisor else ""))
         if r.problems:
             summary = "; ".join(r.problems) + " | " + summary
         if r.warnings:
@@ -271,7 +288,8 @@ def _push(args: argparse.Namespace, targets: list[Target]) -> int:
     artifact_variant(load_artifacts(args.artifacts), args.variant)  # fail once, before connecting, on a bad folder
     opts = PushOptions(artifacts=args.artifacts, variant=args.variant, runtime=args.runtime, supervisor=args.supervisor,
                        source=args.source, threads=args.threads, keep=args.keep, health_timeout_s=args.health_timeout_s,
-                       wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress)
+                       wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress,
+                       lock_timeout_s=args.lock_timeout_s)
 
     def log(msg: str) -> None:
         if not args.json:
@@ -290,14 +308,17 @@ def _control(args: argparse.Namespace, targets: list[Target]) -> int:
     from deploy.supervisor import control, wait_healthy
 
     def fn(device: Any, i: int) -> HostResult:
-        out = control(device, args.command, args.supervisor)
-        if args.command == "stop":
-            was = (out.get("stop") or {}).get("was_running", True)
-            return HostResult(device.target.label, True, f"stopped ({out['mode']})" if was else "was not running", out)
-        if args.command == "start" and (out.get("start") or {}).get("already_running"):
-            return HostResult(device.target.label, True, "already running", out)
-        h = wait_healthy(device, args.health_timeout_s)
-        return HostResult(device.target.label, True, f"{args.command}ed release {h.get('release')} ({out['mode']}); "
+        with device.locked(args.command, args.lock_timeout_s):
+            out = control(device, args.command, args.supervisor)
+            sup = out.get("supervisor")
+            if args.command == "stop":
+                unit = f" {out['unit']} stopped and disabled" if out.get("unit") and out.get("was_running") else ""
+                summary = f"stopped ({sup}{unit})" if out.get("was_running") else f"was not running ({sup})"
+                return HostResult(device.target.label, True, summary, out)
+            if args.command == "start" and out.get("already_running"):
+                return HostResult(device.target.label, True, f"already running ({sup})", out)
+            h = wait_healthy(device, str(out["release"]), args.health_timeout_s)
+        return HostResult(device.target.label, True, f"{args.command}ed release {h.get('release')} ({sup}); "
                           f"healthy, {h.get('frames')} frames classified", out)
 
     return _finish(args, run_on_all(targets, args, fn))
@@ -398,14 +419,15 @@ class _Prefixed:
 
 
 def _follow(args: argparse.Namespace, targets: list[Target]) -> int:
-    import posixpath
     import shlex
 
+    from deploy.releases import logs
+
     def one(device: Any, i: int) -> HostResult:
-        logs = posixpath.join(device.root, "logs")
-        files = [posixpath.join(logs, n) for n in ("supervisor.log", "daemon.log", "results.jsonl")]
-        device.conn.run(f"tail -n {int(args.lines)} -F {' '.join(shlex.quote(f) for f in files)}", hide=False, warn=True,
-                        in_stream=False, out_stream=_Prefixed(device.target.label), err_stream=_Prefixed(device.target.label))
+        # The agent names the command that follows the recorded supervisor's logs (tail -F, or journalctl -f).
+        follow = logs(device, args.lines)["follow"]
+        device.conn.run(" ".join(shlex.quote(str(a)) for a in follow), hide=False, warn=True, in_stream=False,
+                        out_stream=_Prefixed(device.target.label), err_stream=_Prefixed(device.target.label))
         return HostResult(device.target.label, True, "stream ended")
 
     results: list[HostResult] = []
@@ -433,7 +455,8 @@ def _logs(args: argparse.Namespace, targets: list[Target]) -> int:
 
     def fn(device: Any, i: int) -> HostResult:
         out = logs(device, args.lines)
-        return HostResult(device.target.label, True, f"{len(out['daemon'])} daemon, {len(out['results'])} result lines", out)
+        return HostResult(device.target.label, True, f"{len(out['daemon'])} daemon ({out.get('source')}), "
+                          f"{len(out['results'])} result lines", out)
 
     results = run_on_all(targets, args, fn)
 
@@ -441,8 +464,11 @@ def _logs(args: argparse.Namespace, targets: list[Target]) -> int:
         for r in results:
             if not r.ok:
                 continue
+            journald = r.data.get("source") == "journald"
+            titles = {"supervisor": "systemd's view" if journald else "supervisor",
+                      "daemon": "daemon (journald)" if journald else "daemon", "results": "results"}
             for part in ("supervisor", "daemon", "results"):
-                print(f"==> {r.host}: {part} (last {args.lines} lines) <==")
+                print(f"==> {r.host}: {titles[part]} (last {args.lines} lines) <==")
                 for line in r.data.get(part, []):
                     print(line)
             print()
@@ -513,7 +539,7 @@ def _rollback(args: argparse.Namespace, targets: list[Target]) -> int:
     from deploy.releases import rollback
 
     def fn(device: Any, i: int) -> HostResult:
-        out = rollback(device, args.to, args.supervisor, args.health_timeout_s)
+        out = rollback(device, args.to, args.supervisor, args.health_timeout_s, args.lock_timeout_s)
         return HostResult(device.target.label, True, f"rolled back {out['from']} -> {out['to']}; healthy, "
                           f"{out.get('frames')} frames classified", out)
 

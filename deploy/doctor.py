@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.remote import Device
 from deploy.venv import DoctorError, choose_runtime
 
@@ -13,7 +14,7 @@ MIN_FREE_BYTES = 200 * 1024 * 1024
 
 def probe(device: Device, cached: bool = False) -> dict[str, Any]:
     """Raw facts from the device (the agent's ``probe``); ``cached`` reuses them while its Python's paths are unchanged."""
-    return device.agent("probe", "--dir", device.root, *(["--cached"] if cached else []), timeout_s=180)
+    return device.agent(protocol.PROBE, "--dir", device.root, *(["--cached"] if cached else []), timeout_s=180)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class DoctorReport:
     warnings: tuple[str, ...]
     facts: dict[str, Any]
     emulated: Optional[str] = None
+    supervisor: str = ""
+    supervisor_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -93,4 +96,6 @@ def doctor(device: Device, runtime: str = "auto") -> DoctorReport:
         warnings=tuple(warnings),
         facts=f,
         emulated=f.get("emulated") or None,
+        supervisor=str((f.get("supervisor") or {}).get("auto", "")),
+        supervisor_reason=str((f.get("supervisor") or {}).get("reason", "")),
     )

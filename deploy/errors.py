@@ -6,6 +6,7 @@
     ├── ConnectError           cannot reach or log in to a host (refused, timeout, auth)
     │   └── HostKeyError       unknown or changed host key: refused before any command runs
     ├── RemoteError            a command on the device failed (carries the agent's answer)
+    │   ├── LockedError        another deploy command holds the device root's lock (nothing was changed)
     │   ├── VerifyError        the pushed model failed its sha256 or golden check on the device
     │   └── HealthError        the daemon did not become healthy; the previous release was restored
     └── WheelhouseError        `pip download` for the target's platform failed
@@ -48,6 +49,10 @@ class RemoteError(DeployError):
     def __init__(self, message: str, answer: Optional[dict[str, Any]] = None):
         super().__init__(message)
         self.answer = answer or {}
+
+
+class LockedError(RemoteError):
+    """Another push or control command holds the device root's lock; this one changed nothing."""
 
 
 class VerifyError(RemoteError):

@@ -1,12 +1,12 @@
 """What a release is: its files (device code, model, manifest, golden set, config), its content-hash id.
 
-On the device (see ``deploy.agent``)::
+On the device (the whole layout is in ``deploy.agent.layout``)::
 
     <remote-dir>/releases/<id>/code/device/...      the device package source
-                              code/edgekit_agent.py  the agent (golden check, supervisor)
                               model/manifest.json, model/<variant>.tflite, model/golden.npz
                               config.json, requirements.txt, release.json
-    <remote-dir>/current -> releases/<id>            switched atomically
+                              venv -> ../../venvs/<requirements hash>   (made on the device)
+    <remote-dir>/current -> releases/<id>            switched atomically and durably
 
 The id is a hash of every file's path and sha256 except ``release.json`` (which records when
 and from where it was pushed), so pushing the same thing twice yields the same id.
@@ -20,12 +20,12 @@ import json
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Optional
 
+from deploy.agent.build import package_dir
+from deploy.agent.protocol import RELEASE_ID_LENGTH
 from deploy.errors import ArtifactsError
-from deploy.remote import agent_bytes
 from device.errors import ManifestError
 from device.manifest import (
     MANIFEST_NAME,
@@ -37,7 +37,7 @@ from device.manifest import (
 )
 
 KEEP_RELEASES = 3
-ID_LENGTH = 12
+ID_LENGTH = RELEASE_ID_LENGTH
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,10 @@ class Release:
 
 def device_package_dir() -> Path:
     """Where the ``device`` package's source lives on this host (without importing its modules)."""
-    spec = find_spec("device")
-    if spec is None or not spec.submodule_search_locations:
-        raise ArtifactsError("the `device` package is not importable on this host; `pip install -e .` in the edgekit checkout")
-    return Path(next(iter(spec.submodule_search_locations)))
+    try:
+        return package_dir("device")
+    except FileNotFoundError as e:
+        raise ArtifactsError(str(e)) from None
 
 
 def device_code_files() -> list[tuple[str, Path]]:
@@ -158,7 +158,6 @@ def build_release(artifacts: Path, config: ReleaseConfig, requirements_text: str
         _from_file(f"model/{variant.path}", model),
         _from_file(f"model/{manifest.golden.path}", golden),
         *(_from_file(name, p) for name, p in device_code_files()),
-        _from_bytes("code/edgekit_agent.py", agent_bytes()),
         _from_bytes("config.json", (json.dumps(config.to_json(), indent=1, sort_keys=True) + "\n").encode()),
         _from_bytes("requirements.txt", requirements_text.encode()),
     ]

@@ -1,16 +1,22 @@
 """Push a release atomically: upload to staging, verify on the device, switch, restart, check health, roll back.
 
-Order of events, and what a SIGKILL (or dropped connection) at each point leaves behind:
+The whole push holds the device root's lock (``deploy.agent.locking``): a second push or a
+``start`` meanwhile fails at once with a line naming this push (or waits, ``--lock-timeout-s``).
+Order of events, and what a SIGKILL (or dropped connection, or power cut) at each point leaves:
 
 1. ``prepare``: layout created, stale staging cleared.           ``current`` untouched.
 2. upload to ``staging/<id>/`` (tqdm bar), ``release.json`` last.  ``current`` untouched.
-3. venv: created once, reinstalled only on a new requirements hash.
+3. ``venv``: the venv of the release's requirements hash (built once per hash, kept while a
+   release uses it), linked from the release: the release pins its runtime.
 4. ``verify`` on the device: sizes + sha256 of every file, then the model loaded by the
-   device runtime in a child process and run on golden inputs; only then
-   ``staging/<id>`` is renamed to ``releases/<id>`` (a rename: complete or absent).
-5. ``activate``: ``current`` switched by symlink + rename.         always a complete release.
-6. restart under the supervisor, wait for /healthz and classified frames; on failure the
-   previous release is switched back and restarted, and the push fails with the reason.
+   release's own runtime in a child process and run on golden inputs within the measured
+   tolerance (``device.golden``); the files are fsynced, then ``staging/<id>`` is renamed to
+   ``releases/<id>`` (complete or absent, also after a power cut).
+5. ``activate``: ``current`` switched by symlink + rename + fsync.  always a complete release.
+6. restart under the supervisor (chosen now, recorded on the device), wait for the daemon of
+   *this* release to pass /healthz and classify frames; on failure the previous release is
+   switched back and restarted, and the push fails with the first cause, then what the
+   rollback did.
 
 A repeated push finds the release already there (uploads nothing), and only does the steps
 whose effect is missing (switch, restart), so an interrupted push is finished by the next one.
@@ -22,25 +28,35 @@ import os
 import posixpath
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import paramiko
 from tqdm import tqdm
 
+from deploy.agent import protocol
 from deploy.doctor import probe
 from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
 from deploy.layout import KEEP_RELEASES, Release, ReleaseConfig, build_release
 from deploy.remote import Device, progress_callback
 from deploy.supervisor import control, wait_healthy
-from deploy.venv import build_wheelhouse, choose_runtime, ensure_venv, push_wheelhouse
+from deploy.venv import (
+    RuntimeChoice,
+    build_wheelhouse,
+    choose_runtime,
+    ensure_venv,
+    push_wheelhouse,
+)
 
 FAULT_ENV = "EDGEKIT_DEPLOY_FAULT"
-FAULT_POINTS = ("after-prepare", "mid-upload", "after-upload", "after-verify", "after-switch", "after-restart")
+FAULT_POINTS = ("after-prepare", "mid-upload", "after-upload", "after-verify", "after-switch", "after-restart",
+                "rollback")
 
 
 def fault(point: str, device: Optional[Device] = None, staged: Optional[str] = None) -> None:
-    """Test hook: ``EDGEKIT_DEPLOY_FAULT=point[=kill|corrupt],...`` kills this process (or damages the upload) at ``point``."""
+    """Test hook: ``EDGEKIT_DEPLOY_FAULT=point[=kill|corrupt|drop],...`` at ``point``: kill this process, damage
+    the upload, or drop the SSH connection (as a network failure would)."""
     spec = os.environ.get(FAULT_ENV, "")
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, action = item.partition("=")
@@ -56,6 +72,8 @@ def fault(point: str, device: Optional[Device] = None, staged: Optional[str] = N
                 chunk = f.read(64)
                 f.seek(size // 2)
                 f.write(bytes(b ^ 0xFF for b in chunk))
+        elif action == "drop" and device is not None:
+            device.conn.client.get_transport().close()
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,7 @@ class PushOptions:
     golden_count: int = 20
     progress: bool = True
     position: int = 0
+    lock_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,9 @@ class PushResult:
     steps: tuple[str, ...] = ()
     golden: dict[str, Any] = field(default_factory=dict)
     frames: int = 0
+    supervisor: str = ""
+    fsync_count: int = 0
+    fsync_s: float = 0.0
 
     @property
     def summary(self) -> str:
@@ -98,7 +120,7 @@ class PushResult:
             return f"release {self.release} already current and healthy; uploaded nothing"
         what = {"deployed": "deployed", "switched": "switched to", "restarted": "restarted"}[self.action]
         up = f"uploaded {self.uploaded_bytes / 1024:.0f} KiB" if self.uploaded_bytes else "uploaded nothing (already on the device)"
-        return f"{what} {self.release} ({self.runtime}; {up}; {self.frames} frames classified)"
+        return f"{what} {self.release} ({self.runtime} under {self.supervisor}; {up}; {self.frames} frames classified)"
 
 
 def _upload(device: Device, release: Release, staging: str, opts: PushOptions, label: str) -> int:
@@ -126,10 +148,18 @@ def _upload(device: Device, release: Release, staging: str, opts: PushOptions, l
     return sent
 
 
+def golden_summary(g: dict[str, Any]) -> str:
+    """The golden check's two figures and their limits, as the device reported them."""
+    unit = " levels" if g.get("raw_unit") == "levels" else ""
+    return (f"golden top-1 {g.get('top1_agree')}/{g.get('count')} (≥ {g.get('top1_required')} required), largest raw "
+            f"difference {float(g.get('max_raw_diff') or 0):.3g}{unit} (≤ {float(g.get('max_raw_allowed') or 0):g} allowed) "
+            f"on {g.get('runtime')} {g.get('runtime_version')}")
+
+
 def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda s: None) -> PushResult:
     """Push ``opts.variant`` of ``opts.artifacts`` to one device; see the module docstring."""
     t0 = time.monotonic()
-    label = device.target.label
+    fsyncs, fsync_s = device.fsync_count, device.fsync_s
     steps: list[str] = []
     facts = probe(device, cached=True)
     choice = choose_runtime(facts, opts.runtime)
@@ -141,11 +171,20 @@ def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda 
     config = ReleaseConfig(variant=opts.variant, port=device.target.daemon_port, source=source,
                            runtime=choice.name, threads=opts.threads)
     release = build_release(opts.artifacts, config, choice.requirements_text)
-    prep = device.agent("prepare", "--dir", device.root, "--id", release.id)
+    with device.locked(f"push of release {release.id}", opts.lock_timeout_s):
+        result = _push_locked(device, opts, release, choice, facts, steps, log)
+    return replace(result, elapsed_s=time.monotonic() - t0, fsync_count=device.fsync_count - fsyncs,
+                   fsync_s=device.fsync_s - fsync_s)
+
+
+def _push_locked(device: Device, opts: PushOptions, release: Release, choice: RuntimeChoice, facts: dict[str, Any],
+                 steps: list[str], log: Callable[[str], None]) -> PushResult:
+    label = device.target.label
+    runtime = choice.name
+    prep = device.agent(protocol.PREPARE, "--dir", device.root, "--id", release.id, "--supervisor", opts.supervisor)
     previous = prep.get("current")
     fault("after-prepare")
     uploaded = 0
-    rel_dir = posixpath.join(device.root, "releases", release.id)
     if prep["exists"]:
         steps.append(f"release {release.id} already on the device: uploaded nothing")
         log(f"{label}: release {release.id} already on the device: uploading nothing")
@@ -155,62 +194,72 @@ def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda 
         steps.append(f"uploaded {len(release.files)} files, {uploaded} bytes")
         model_name = next(f.name for f in release.files if f.name.endswith(".tflite"))
         fault("after-upload", device, posixpath.join(staging, model_name))
-        rel_dir = staging
     if opts.wheelhouse is not None:
         wheels = build_wheelhouse(str(facts["machine"]), str(facts["python"]), choice.requirements, opts.wheelhouse,
                                   glibc=str(facts.get("libc") or "") or None)
         sent = push_wheelhouse(device, wheels, opts.progress, opts.position)
         steps.append(f"wheelhouse: {len(wheels)} wheels, {sent} bytes sent")
-    venv = ensure_venv(device, posixpath.join(rel_dir, "requirements.txt"), wheelhouse=opts.wheelhouse is not None)
+    venv = ensure_venv(device, release.id, wheelhouse=opts.wheelhouse is not None)
     steps.extend(venv.get("steps", []))
     golden: dict[str, Any] = {}
     if not prep["exists"]:
         # Loading the runtime under emulation or on a Pi Zero is slow: allow as long as the health check.
         verify_s = max(120.0, 2 * opts.health_timeout_s)
-        ver = device.agent("verify", "--dir", device.root, "--id", release.id, "--count", str(opts.golden_count),
+        ver = device.agent(protocol.VERIFY, "--dir", device.root, "--id", release.id, "--count", str(opts.golden_count),
                            "--timeout-s", str(verify_s), timeout_s=verify_s + 60, error_cls=VerifyError)
         golden = dict(ver.get("golden") or {})
-        steps.append(f"verified on the device: sha256 of {len(release.files)} files; golden top-1 "
-                     f"{golden.get('top1_agree')}/{golden.get('count')}, max diff {golden.get('max_abs_diff', 0):.4f}")
+        steps.append(f"verified on the device: sha256 of {len(release.files)} files; {golden_summary(golden)}")
         fault("after-verify")
-    st = device.agent("status", "--dir", device.root)
+    st = device.agent(protocol.STATUS, "--dir", device.root)
     if previous == release.id and st.get("running") and st.get("release") == release.id:
         try:
-            health = wait_healthy(device, min(opts.health_timeout_s, 10.0))
-            return PushResult(label, release.id, "unchanged", uploaded, previous, choice.name, time.monotonic() - t0,
-                              tuple(steps), golden, int(health.get("frames", 0)))
+            health = wait_healthy(device, release.id, min(opts.health_timeout_s, 10.0))
+            return PushResult(label, release.id, "unchanged", uploaded, previous, runtime, 0.0, tuple(steps), golden,
+                              int(health.get("frames", 0)), str(st.get("supervisor", "")))
         except HealthError:
             steps.append("current release was not healthy; restarting it")
     action = "deployed" if not prep["exists"] else ("switched" if previous != release.id else "restarted")
     if previous != release.id:
-        device.agent("activate", "--dir", device.root, "--id", release.id, "--keep", str(opts.keep))
+        device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", release.id, "--keep", str(opts.keep))
         steps.append(f"current: {previous} -> {release.id}")
         fault("after-switch")
     try:
-        control(device, "restart", opts.supervisor)
+        ctl = control(device, "restart", opts.supervisor, release=release.id, push=True)
+        steps.extend(ctl.get("steps") or [])
+        rec = ctl.get("record") or {}
+        if rec:
+            steps.append(f"supervisor: {rec.get('supervisor')} ({rec.get('reason')}), recorded on the device")
         fault("after-restart")
-        health = wait_healthy(device, opts.health_timeout_s)
-    except (HealthError, RemoteError) as e:
-        reason = str(e)
-        tail = e.answer.get("log_tail") or []
-        fallback = previous if previous != release.id else None
+        health = wait_healthy(device, release.id, opts.health_timeout_s)
+    except RemoteError as e:
+        raise _rolled_back(device, opts, release.id, previous, e) from None
+    return PushResult(label, release.id, action, uploaded, previous, runtime, 0.0, tuple(steps), golden,
+                      int(health.get("frames", 0)), str(ctl.get("supervisor", "")))
+
+
+def _rolled_back(device: Device, opts: PushOptions, failed: str, previous: Optional[str], cause: RemoteError) -> HealthError:
+    """Roll back after ``cause``; the error says the first cause, then what the rollback did (or where it stopped)."""
+    reason = str(cause)
+    tail = cause.answer.get("log_tail") or []
+    done = "nothing"
+    try:
+        fault("rollback", device)
+        fallback = previous if previous != failed else None
         if fallback is None:  # already current (an interrupted push): fall back to the one before it
-            fallback = device.agent("rollback-target", "--dir", device.root, check=False).get("target")
+            fallback = device.agent(protocol.ROLLBACK_TARGET, "--dir", device.root, check=False).get("target")
         if fallback:
-            previous = str(fallback)
-            device.agent("activate", "--dir", device.root, "--id", previous, "--keep", "0")
-            try:
-                control(device, "restart", opts.supervisor)
-                # The previous release was healthy before: give it at least the default time to come back.
-                wait_healthy(device, max(opts.health_timeout_s, 30.0))
-                restored = f"rolled back to {previous}, which is running again"
-            except DeployError as e2:
-                restored = f"rolled back to {previous}, but it did not come up either: {e2}"
+            device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", str(fallback), "--keep", "0")
+            done = f"switched current back to {fallback}"
+            control(device, "restart", "auto", release=str(fallback))
+            done = f"switched current back to {fallback} and restarted it"
+            # The previous release was healthy before: give it at least the default time to come back.
+            wait_healthy(device, str(fallback), max(opts.health_timeout_s, 30.0))
+            restored = f"rolled back to {fallback}, which is running again"
         else:
-            control(device, "stop", opts.supervisor)
+            control(device, "stop")
             restored = "no earlier release to roll back to; the daemon is stopped"
-        log_hint = (" Daemon log: " + " | ".join(str(x) for x in tail[-5:])) if tail else ""
-        raise HealthError(f"release {release.id} failed after the switch: {reason}. {restored}.{log_hint}",
-                          e.answer) from None
-    return PushResult(label, release.id, action, uploaded, previous, choice.name, time.monotonic() - t0,
-                      tuple(steps), golden, int(health.get("frames", 0)))
+    except (DeployError, paramiko.SSHException, OSError, EOFError) as e2:
+        restored = (f"it did not finish ({done} done): {e2}. Run `python -m deploy rollback` (or push again) "
+                    "once the device answers")
+    log_hint = (" Daemon log: " + " | ".join(str(x) for x in tail[-5:])) if tail else ""
+    return HealthError(f"release {failed} failed after the switch: {reason}. Rollback: {restored}.{log_hint}", cause.answer)

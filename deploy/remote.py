@@ -1,35 +1,24 @@
-"""Commands run on the device: the agent script and SFTP uploads."""
+"""Commands run on the device: the agent zipapp over one SSH channel (``deploy.agent.protocol``), and SFTP uploads."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import getpass
 import posixpath
 import shlex
 import socket
 import stat
-from importlib.resources import files
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import paramiko
 from fabric import Connection
 
-from deploy.agent import last_json
-from deploy.errors import RemoteError
+from deploy.agent import protocol
+from deploy.agent.build import artifact
+from deploy.errors import LockedError, RemoteError
 from deploy.targets import Target
-
-AGENT_SOURCE = "agent.py"
-
-
-def agent_bytes() -> bytes:
-    """The agent script's source (stdlib-only; runs with the device's python3)."""
-    return files("deploy").joinpath(AGENT_SOURCE).read_bytes()
-
-
-def agent_id() -> str:
-    """Short content hash of the agent, so host and device never disagree on its version."""
-    return hashlib.sha256(agent_bytes()).hexdigest()[:12]
 
 
 def resolve_remote_dir(home: str, remote_dir: str) -> str:
@@ -64,8 +53,10 @@ class Device:
         self._sftp: Any = None
         home = self.sftp.normalize(".")
         self.root = resolve_remote_dir(home, target.remote_dir)
-        self.agent_path = posixpath.join(self.root, "bin", f"agent-{agent_id()}.py")
+        self.agent_path = posixpath.join(self.root, "bin", artifact().filename)
         self._agent_ready = False
+        self.fsync_count = 0  # durable writes the agent reported, summed over this connection
+        self.fsync_s = 0.0
         self._chan: Any = None
         self._stdin: Any = None
         self._stdout: Any = None
@@ -101,25 +92,34 @@ class Device:
             return False
 
     def ensure_agent(self) -> None:
-        """Upload the agent script once per version (named by its hash)."""
+        """Upload the agent zipapp once per version (named by its hash; checked by size, written then renamed)."""
         if self._agent_ready:
             return
-        if not self.exists(self.agent_path):
+        art = artifact()
+        try:
+            present = self.sftp.stat(self.agent_path).st_size == len(art.data)
+        except FileNotFoundError:
+            present = False
+        if not present:
             self.makedirs(posixpath.dirname(self.agent_path))
             tmp = self.agent_path + ".part"
             with self.sftp.open(tmp, "wb") as f:
-                f.write(agent_bytes())
+                f.write(art.data)
             self.sftp.posix_rename(tmp, self.agent_path)
         self._agent_ready = True
 
+    def agent_command(self, *argv: str) -> str:
+        """The shell command that runs the agent with ``argv`` on the device."""
+        return " ".join(shlex.quote(a) for a in (self.target.python, "-E", "-s", self.agent_path, *argv))
+
     def _open_session(self) -> None:
-        """Start ``agent.py serve`` on one SSH channel: one interpreter answers every later call."""
+        """Start ``agent.pyz serve`` on one SSH channel: one interpreter answers every later call."""
         self.ensure_agent()
         transport = self.conn.client.get_transport()
         if transport is None:
             raise RemoteError(f"the SSH connection to {self.target.label} is closed")
         chan = transport.open_session()
-        chan.exec_command(" ".join(shlex.quote(a) for a in (self.target.python, self.agent_path, "serve")))
+        chan.exec_command(self.agent_command(protocol.SERVE))
         self._chan = chan
         self._stdin = chan.makefile_stdin("wb")
         self._stdout = chan.makefile("rb")
@@ -134,11 +134,15 @@ class Device:
               error_cls: type[RemoteError] = RemoteError) -> dict[str, Any]:
         """Run one agent command on the device (through the long-lived agent session); returns its JSON answer."""
         if self._chan is None or self._chan.closed or self._chan.exit_status_ready():
-            self._open_session()
+            try:
+                self._open_session()
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                self._close_session()
+                raise RemoteError(f"lost the connection to {self.target.label} before `{command}`: {e}") from None
         assert self._chan is not None
         self._chan.settimeout(timeout_s)
         try:
-            self._stdin.write((json.dumps([command, *args]) + "\n").encode())
+            self._stdin.write(protocol.encode_request([command, *args]))
             self._stdin.flush()
             line = self._stdout.readline()
         except (socket.timeout, TimeoutError):
@@ -147,7 +151,7 @@ class Device:
         except (OSError, EOFError) as e:
             self._close_session()
             raise RemoteError(f"lost the connection to {self.target.label} during `{command}`: {e}") from None
-        answer = last_json(line.decode(errors="replace")) if line else None
+        answer = protocol.decode_answer(line.decode(errors="replace")) if line else None
         if answer is None:
             err = b""
             with contextlib.suppress(Exception):
@@ -159,9 +163,25 @@ class Device:
                 hint = f"; is {self.target.python!r} installed there? pass --python PATH"
             self._close_session()
             raise RemoteError(f"agent `{command}` on {self.target.label} failed: {' | '.join(detail)}{hint}")
+        self.fsync_count += int(answer.get("fsync_count") or 0)
+        self.fsync_s += float(answer.get("fsync_s") or 0.0)
         if check and not answer.get("ok"):
             raise error_cls(str(answer.get("error", "unknown error")), answer)
         return answer
+
+    @contextlib.contextmanager
+    def locked(self, purpose: str, timeout_s: float = 0.0) -> Iterator[dict[str, Any]]:
+        """Hold the device root's lock for a whole command (see ``deploy.agent.locking``); released on exit."""
+        by = f"{getpass.getuser()}@{socket.gethostname()}"
+        answer = self.agent(protocol.LOCK, "--dir", self.root, "--purpose", purpose, "--by", by,
+                            "--timeout-s", str(timeout_s), timeout_s=timeout_s + 60, error_cls=LockedError)
+        try:
+            yield answer
+        finally:
+            # A dropped session has released the lock already (the agent process ended with it).
+            with contextlib.suppress(Exception):
+                if self._chan is not None and not self._chan.closed:
+                    self.agent(protocol.UNLOCK, "--dir", self.root, check=False, timeout_s=30)
 
     def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None) -> None:
         """Upload one file via SFTP with a byte-progress callback."""

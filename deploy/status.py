@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from deploy.agent import protocol
 from deploy.remote import Device
+from device.pipeline import STAGES
 
-STAGES = ("capture", "preprocess", "invoke", "postprocess", "total")
 EMULATED_NOTE = "EMULATED: timings from an emulator on another CPU, not Pi latency"
 
 
@@ -37,6 +38,9 @@ class StatusRow:
     error: Optional[str] = None
     stats: Optional[dict[str, Any]] = None
     emulated: Optional[str] = None
+    current: Optional[str] = None
+    supervisor: Optional[str] = None
+    systemd: Optional[dict[str, Any]] = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -45,15 +49,17 @@ class StatusRow:
 
 def status(device: Device) -> StatusRow:
     """Ask the agent for the supervisor state and the daemon's /stats."""
-    a = device.agent("status", "--dir", device.root)
+    a = device.agent(protocol.STATUS, "--dir", device.root)
     stats = a.get("stats") or {}
     rt = stats.get("runtime")
     if isinstance(rt, dict):
         rt = " ".join(str(x) for x in (rt.get("name"), rt.get("version")) if x)
+    elif rt and stats.get("runtime_version"):
+        rt = f"{rt} {stats['runtime_version']}"
     lat = stats.get("latency_ms") or {}
     return StatusRow(
         host=device.target.label,
-        release=a.get("current"),
+        release=a.get("release") or a.get("current"),
         variant=a.get("variant") or stats.get("variant"),
         running=bool(a.get("running")),
         runtime=str(rt) if rt else None,
@@ -66,6 +72,9 @@ def status(device: Device) -> StatusRow:
         error=a.get("stats_error") if a.get("running") else ("daemon not running" if a.get("current") else "nothing deployed"),
         stats=stats or None,
         emulated=a.get("emulated") or None,
+        current=a.get("current"),
+        supervisor=a.get("supervisor"),
+        systemd=a.get("systemd"),
     )
 
 
@@ -80,15 +89,20 @@ def format_status(rows: list[StatusRow]) -> str:
     """A table: host, release, runtime, fps, frames, then p50/p90/p99 ms per stage; emulated hosts marked."""
     stages = [s for s in STAGES if any(s in r.latency_ms for r in rows)] or ["invoke", "total"]
     flagged = any(r.emulated for r in rows)
-    head = ["host", "release", "variant", "state", "runtime", "fps", "frames", "restarts"] + [f"{s} p50/p90/p99 ms" for s in stages]
+    head = (["host", "release", "variant", "supervisor", "state", "runtime", "fps", "frames", "restarts"]
+            + [f"{s} p50/p90/p99 ms" for s in stages])
     if flagged:
         head.insert(1, "hardware")
     body = []
     for r in rows:
         state = "running" if r.running else "stopped"
+        if r.systemd:  # systemd's own words
+            state = f"{r.systemd.get('ActiveState')}/{r.systemd.get('SubState')}"
         if r.error and r.running:
             state += f" ({r.error})"
-        body.append([r.host, r.release or "-", r.variant or "-", state, r.runtime or "-",
+        if r.current and r.release and r.current != r.release:
+            state += f" (current is {r.current}: restart to run it)"
+        body.append([r.host, r.release or "-", r.variant or "-", r.supervisor or "-", state, r.runtime or "-",
                      "-" if r.fps is None else f"{r.fps:.1f}", "-" if r.frames is None else str(r.frames),
                      str(r.restarts)] + [_lat(r, s) for s in stages])
         if flagged:

@@ -1,34 +1,37 @@
-"""Start, stop and health-check the daemon on the device, under systemd or the pidfile supervisor.
+"""Start, stop and health-check the daemon on the device, under systemd or the process supervisor.
 
-``--supervisor auto`` picks systemd where it runs (``/run/systemd/system`` exists), else the
-process supervisor: the agent's ``supervise`` command, started with ``setsid`` semantics
-(a new session, detached from the SSH channel), writing ``run/supervisor.pid`` and
-``run/daemon.pid``, restarting the daemon on failure with a doubling backoff (1 s … 30 s).
-``stop`` sends SIGTERM to the supervisor, which stops the daemon (SIGKILL after 10 s).
+The agent decides and records the supervisor (``deploy.agent.supervisor``): a push chooses it
+(``--supervisor auto``: systemd where it runs and this user can install units, else the process
+supervisor; an explicit value changes the record), and every later command uses the recorded
+one. ``wait_healthy`` waits for the daemon of one named release, never "whatever is current".
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+from deploy.agent.protocol import ACTIONS, CONTROL, SUPERVISORS, WAIT
 from deploy.errors import HealthError
 from deploy.remote import Device
 
-SUPERVISORS = ("auto", "systemd", "process")
-ACTIONS = ("start", "stop", "restart")
 
-
-def control(device: Device, action: str, mode: str = "auto", timeout_s: float = 15.0) -> dict[str, Any]:
-    """start / stop / restart the daemon of the current release."""
+def control(device: Device, action: str, mode: str = "auto", timeout_s: float = 15.0, release: Optional[str] = None,
+            push: bool = False) -> dict[str, Any]:
+    """start / stop / restart the daemon of the current release (``release``: refuse if current is another one)."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}. Got: {action!r}")
     if mode not in SUPERVISORS:
         raise ValueError(f"supervisor must be one of {SUPERVISORS}. Got: {mode!r}")
-    return device.agent("control", action, "--dir", device.root, "--mode", mode, "--timeout-s", str(timeout_s),
-                        timeout_s=timeout_s + 60)
+    args = [action, "--dir", device.root, "--mode", mode, "--timeout-s", str(timeout_s)]
+    if release:
+        args += ["--release", release]
+    if push:
+        args.append("--push")
+    # systemctl start waits for READY=1 (up to the unit's TimeoutStartSec) and a stop may need the grace time.
+    return device.agent(CONTROL, *args, timeout_s=timeout_s + 180)
 
 
-def wait_healthy(device: Device, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Wait (on the device) for /healthz and classified frames from the current release's daemon."""
-    return device.agent("wait", "--dir", device.root, "--timeout-s", str(timeout_s), timeout_s=timeout_s + 60,
-                        error_cls=HealthError)
+def wait_healthy(device: Device, release: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Wait (on the device) for /healthz and classified frames from the daemon of ``release``."""
+    return device.agent(WAIT, "--dir", device.root, "--id", release, "--timeout-s", str(timeout_s),
+                        timeout_s=timeout_s + 60, error_cls=HealthError)

@@ -10,6 +10,9 @@ known_hosts file pinning that host key, remote directory and daemon port. ``comm
 runs sshd some other way (e.g. ``("chroot", ROOT)`` for an emulated arm64 root, where the
 paths in ``sshd_path`` and the config are then inside ROOT; pass ``config_root=ROOT`` so files
 are written there and named relative to it).
+
+Every session gets ``EDGEKIT_NO_SYSTEMD=1`` (sshd's ``SetEnv``) unless ``allow_systemd=True``: the
+agent then never installs units into the systemd of the machine running the tests.
 """
 
 from __future__ import annotations
@@ -87,10 +90,11 @@ class SSHServer:
     def start(cls, workdir: Path, port: Optional[int] = None, *, command_prefix: Sequence[str] = (),
               sshd_path: str = SSHD, config_root: Optional[Path] = None, python: str = sys.executable,
               remote_dir: Optional[str] = None, host_key: Optional[Path] = None, timeout_s: float = 10.0,
-              extra_config: Sequence[str] = ()) -> SSHServer:
+              extra_config: Sequence[str] = (), allow_systemd: bool = False) -> SSHServer:
         """Start sshd; ``host_key`` reuses a key (to restart "the same device"), else a new one is made.
 
-        ``extra_config`` adds sshd_config lines, e.g. ``SetEnv EDGEKIT_EMULATED=qemu-user-aarch64``.
+        ``extra_config`` adds sshd_config lines, e.g. ``SetEnv EDGEKIT_EMULATED=qemu-user-aarch64``
+        (SetEnv lines are merged into one: sshd uses only the first).
         """
         workdir = Path(workdir)
         root = Path(config_root) if config_root else None
@@ -118,12 +122,21 @@ class SSHServer:
         user = getpass.getuser()
         pidfile = sdir / "sshd.pid"
         config = sdir / "sshd_config"
+        setenv = [] if allow_systemd else ["EDGEKIT_NO_SYSTEMD=1"]
+        others = []
+        for line in extra_config:
+            if line.split(None, 1)[0].lower() == "setenv":
+                setenv += line.split()[1:]
+            else:
+                others.append(line)
+        if setenv:
+            others.insert(0, "SetEnv " + " ".join(setenv))
         config.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {inside(hk)}\nPidFile {inside(pidfile)}\n"
             f"AuthorizedKeysFile {inside(auth)}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
             "Subsystem sftp internal-sftp\nMaxStartups 50:30:100\nMaxSessions 50\nLogLevel VERBOSE\n"
-            + "".join(f"{line}\n" for line in extra_config)
+            + "".join(f"{line}\n" for line in others)
         )
         # The privilege separation directory sshd insists on (inside the root when chrooted).
         if root is not None:
@@ -169,6 +182,7 @@ class SSHServer:
 
     def stop_daemon(self) -> None:
         """Stop a daemon (and its process supervisor) left running in this server's remote dir, through SSH."""
+        from deploy.agent import protocol
         from deploy.connect import ConnectOptions, connect
         from deploy.errors import DeployError
         from deploy.remote import Device
@@ -184,7 +198,7 @@ class SSHServer:
             return
         try:
             if device.exists(posixpath.join(device.root, "run")):
-                device.agent("control", "stop", "--dir", device.root, "--mode", "process", check=False, timeout_s=60)
+                device.agent(protocol.CONTROL, "stop", "--dir", device.root, "--mode", "auto", check=False, timeout_s=60)
         except DeployError:
             pass
         finally:

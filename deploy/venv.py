@@ -1,4 +1,4 @@
-"""The device's Python environment: which runtime to install, the shared venv, offline wheelhouses."""
+"""The device's Python environment: which runtime to install, the per-requirements venv, offline wheelhouses."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
+from deploy.agent import protocol
 from deploy.errors import DeployError, WheelhouseError
 from deploy.remote import Device, progress_callback
 
@@ -76,11 +77,6 @@ def choose_runtime(probe: dict[str, Any], forced: str = "auto") -> RuntimeChoice
         return RuntimeChoice("tflite-runtime", TFLITE_RUNTIME_REQS,
                              f"Python {pys} ≤ 3.11 has tflite-runtime wheels (installed with numpy<2, which it needs)")
     return RuntimeChoice("ai-edge-litert", LITERT_REQS, f"Python {pys} > 3.11: tflite-runtime has no wheel, ai-edge-litert has")
-
-
-def requirements_hash(text: str) -> str:
-    """sha256 of a requirements text (what the venv marker stores)."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def platform_tags(machine: str, glibc: Optional[str] = None) -> list[str]:
@@ -169,9 +165,9 @@ def push_wheelhouse(device: Device, wheels: Sequence[Path], progress: bool = Tru
     return sent
 
 
-def ensure_venv(device: Device, requirements_path: str, wheelhouse: bool = False, timeout_s: float = 900.0) -> dict[str, Any]:
-    """Create the shared venv once and (re)install only when the requirements hash changed."""
-    args = ["--dir", device.root, "--requirements", requirements_path, "--timeout-s", str(timeout_s)]
+def ensure_venv(device: Device, release_id: str, wheelhouse: bool = False, timeout_s: float = 900.0) -> dict[str, Any]:
+    """The venv of the release's requirements hash on the device (built once per hash), pinned by the release."""
+    args = ["--dir", device.root, "--id", release_id, "--timeout-s", str(timeout_s)]
     if wheelhouse:
         args.append("--wheelhouse")
-    return device.agent("venv", *args, timeout_s=timeout_s + 60)
+    return device.agent(protocol.VENV, *args, timeout_s=timeout_s + 60)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from device.daemon import default_stale_after_s
 from device.errors import DeviceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, FrameSource, parse_size
 from device.manifest import VARIANTS, Manifest, load_manifest
@@ -37,9 +38,17 @@ def _lores_size(text: str) -> Optional[tuple[int, int]]:
     return None if text == "auto" else parse_size(text)
 
 
+def _input_range(manifest: Manifest) -> tuple[float, float]:
+    """The real values the model's input spans (pixel 0 and 255 through the contract's normalisation)."""
+    pre = manifest.preprocess
+    bounds = pre.normalize.bounds(pre.channels)
+    return min(min(b) for b in bounds), max(max(b) for b in bounds)
+
+
 def camera_config(args: argparse.Namespace, manifest: Manifest, stream: str = "lores") -> CameraConfig:
     """The camera configuration for this model: streams chosen from the contract, sizes from the flags."""
-    return CameraConfig.for_contract(manifest.preprocess, args.main, args.lores, stream, frame_rate=getattr(args, "fps", 0.0) or 30.0)
+    return CameraConfig.for_contract(manifest.preprocess, args.main, args.lores, stream, frame_rate=getattr(args, "fps", 0.0) or 30.0,
+                                     timeout_s=getattr(args, "camera_timeout", 2.0))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench}")
     run = sub.add_parser(
         "run",
-        help="classify camera frames until stopped, serving /healthz /stats /metrics /latest on 127.0.0.1",
+        help="classify camera frames until stopped, serving the live page / and /healthz /stats /metrics /latest on 127.0.0.1",
         description="Run the classifier daemon. SIGTERM/SIGINT exit 0 after closing the camera and flushing results; "
         "after --max-failures source failures in a row it exits 3 so a supervisor restarts it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _common(run)
     run.add_argument("--variant", default="int8", choices=VARIANTS, help="model variant from the manifest")
-    run.add_argument("--source", default="picamera2", help="picamera2 | fake-picamera2 | folder:DIR | synthetic")
+    run.add_argument("--source", default="picamera2",
+                     help="picamera2 | fake-picamera2[:stall-after=N] (a stand-in camera; with stall-after it stops "
+                     "delivering after N frames, as a loose cable does) | folder:DIR | synthetic")
     run.add_argument("--port", type=int, default=8321, help="HTTP port on 127.0.0.1; 0 picks a free one (printed, and in --status-file)")
     run.add_argument("--status-file", type=Path, default=None, help="write {pid, port, url} here once serving; removed on exit")
     run.add_argument("--results", type=Path, default=None, metavar="FILE", help="append one JSON line per frame here")
@@ -65,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-when-done", action="store_true", help="exit 0 when a finite source ends (otherwise keep serving)")
     run.add_argument("--fps", type=float, default=30.0, help="synthetic frames per second and camera frame rate (0: synthetic as fast as possible, camera at 30)")
     run.add_argument("--max-failures", type=int, default=5, help="source failures in a row before exiting 3")
+    run.add_argument("--camera-timeout", type=float, default=DEFAULT_CAMERA.timeout_s, metavar="SECONDS",
+                     help="picamera2 capture timeout (capture_array's wait=); a capture that takes longer counts as a "
+                     "camera failure and the camera is reopened")
+    run.add_argument("--stale-after", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                     help="/healthz answers 503 when no frame has been classified for this long (default: 2 x "
+                     "--camera-timeout + 10 frame intervals at --fps, i.e. "
+                     f"{default_stale_after_s(DEFAULT_CAMERA):g} s at 2 s and 30 fps)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--hardware-root", type=Path, default=Path("/"), help="where the page and /metrics read /proc and /sys from")
 
     bench = sub.add_parser(
         "bench",
@@ -90,17 +109,18 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
         from device.pi_camera import PiCameraSource
 
         return lambda: PiCameraSource(config)
-    if spec == "fake-picamera2":
+    if spec == "fake-picamera2" or spec.startswith("fake-picamera2:"):
         import numpy as np
 
         from device.fake_picamera2 import FakePicamera2
         from device.pi_camera import PiCameraSource
 
+        stall_after = _fake_camera_options(spec)
         images = None
         if manifest_golden is not None:
             with np.load(manifest_golden, allow_pickle=False) as z:
                 images = z["images"]
-        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images))
+        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images, stall_after=stall_after))
     if spec == "synthetic":
         from device.frames import SyntheticSource
 
@@ -114,19 +134,35 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
     raise DeviceError(f"unknown --source {spec!r}; use picamera2, fake-picamera2, folder:DIR or synthetic")
 
 
+def _fake_camera_options(spec: str) -> Optional[int]:
+    """``fake-picamera2[:stall-after=N]`` → N (None: never stalls)."""
+    _, _, opts = spec.partition(":")
+    if not opts:
+        return None
+    key, _, value = opts.partition("=")
+    if key != "stall-after" or not value.isdigit():
+        raise ValueError(f"--source fake-picamera2 takes one option, stall-after=N (frames before the camera stalls). Got: {spec!r}")
+    return int(value)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Build the parts and run the daemon."""
     from device.daemon import Daemon, DaemonConfig
     from device.engine import open_engine
+    from device.page import PageConfig
     from device.pipeline import Pipeline
     from device.preprocess import Preprocessor
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     manifest = load_manifest(args.manifest)
     config = camera_config(args, manifest)
+    stale_after_s = getattr(args, "stale_after", None)
+    stale_after_s = default_stale_after_s(config) if stale_after_s is None else stale_after_s
+    if not 0 < stale_after_s < float("inf"):
+        raise ValueError(f"--stale-after must be a positive number of seconds. Got: {stale_after_s}")
     golden = manifest.golden_path() if manifest.golden is not None else None
     factory = _source_factory(args, golden, config)
-    engine = open_engine(manifest, args.variant, args.runtime, args.threads)
+    engine = open_engine(manifest, args.variant, args.runtime, args.threads, isolate=True)
     pre = Preprocessor(manifest.preprocess, engine.input_spec, args.invert)
     v = manifest.variant(args.variant)
     info = {
@@ -138,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "source": args.source,
         "labels": list(manifest.labels),
+        # what the fps alert compares with: the camera's frame rate, the synthetic pacing, or 0 (unpaced)
+        "target_fps": config.frame_rate if args.source in ("picamera2", "fake-picamera2") else (args.fps if args.source == "synthetic" else 0.0),
     }
 
     def make_pipeline(source: FrameSource) -> Pipeline:
@@ -155,6 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             status_file=args.status_file,
             max_failures=args.max_failures,
             exit_when_done=args.exit_when_done,
+            stale_after_s=stale_after_s,
+            page=PageConfig(input_range=_input_range(manifest), hardware_root=args.hardware_root),
         ),
     )
     daemon.install_signal_handlers()

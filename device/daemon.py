@@ -1,12 +1,20 @@
 """The classifier daemon: pipeline loop, bounded result queue, HTTP status, clean shutdown.
 
 - SIGTERM/SIGINT stop the loop, close the camera (a camera left open makes the next start fail
-  with "Device or resource busy"), flush the results, and exit 0 well within 2 s.
+  with "Device or resource busy"), flush the results, and exit 0 well within 2 s. A signal that
+  arrives while a frame is being read interrupts the read, so a stalled camera cannot hold the
+  daemon until its capture timeout.
 - A camera that times out is reopened with exponential backoff; after ``max_failures`` failures
   in a row the daemon exits with ``EXIT_SOURCE_FAILED`` so its supervisor restarts it.
+- ``/healthz`` answers 503 when no frame has been classified for ``stale_after_s`` (a stuck
+  camera, runtime or disk the timeouts did not catch), so a supervisor without a watchdog sees it.
 - A frame of the wrong shape or dtype is counted (``errors.bad_frame``) and skipped.
 - Memory is bounded: results wait in a drop-oldest queue (drops are counted), the latency
   window and /latest are fixed-size rings.
+- Results that cannot be written (a full disk, a file-size limit, a failed rotation) are counted
+  (``results.write_errors``, ``edgekit_results_write_errors_total``) and retried; classification
+  goes on. The writer thread owns the file: it closes it after draining the queue, and shutdown
+  waits ``writer_drain_s`` for that instead of closing the file under it.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from device.errors import CameraTimeout, FrameError, SourceError
-from device.frames import EndOfSource, FrameSource
+from device.frames import DEFAULT_CAMERA, CameraConfig, EndOfSource, FrameSource
+from device.hwmonitor import hardware_metrics
+from device.page import Page, PageConfig
 from device.pipeline import Pipeline, Result
 from device.results import JsonLinesWriter
 from device.sdnotify import Notifier
@@ -35,6 +45,20 @@ log = logging.getLogger("edgekit.device")
 EXIT_OK = 0
 EXIT_SOURCE_FAILED = 3
 T = TypeVar("T")
+
+
+def default_stale_after_s(camera: CameraConfig = DEFAULT_CAMERA) -> float:
+    """How long without a classified frame means stalled: two capture timeouts plus ten frame intervals.
+
+    A working camera delivers a frame every 1/frame_rate s; a failing one raises within its
+    capture timeout (and the daemon reports "source failing" meanwhile). A gap longer than
+    twice the timeout with no failure reported means something blocked that no timeout covers.
+    """
+    return round(2.0 * camera.timeout_s + 10.0 / camera.frame_rate, 3)
+
+
+class _StopNow(BaseException):
+    """Raised by the signal handler to interrupt a blocking frame read (not an Exception: nothing swallows it)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,10 @@ class DaemonConfig:
     latest_size: int = 10
     window: int = 1000
     exit_when_done: bool = False
+    stale_after_s: float = default_stale_after_s()
+    results_retry_s: float = 1.0
+    writer_drain_s: float = 3.0  # under systemd's TimeoutStopSec=5 of the shipped unit
+    page: PageConfig = field(default_factory=PageConfig)
 
 
 class DropOldestQueue(Generic[T]):
@@ -117,15 +145,29 @@ class Daemon:
         self.writer: Optional[JsonLinesWriter] = None
         self._writer_thread: Optional[threading.Thread] = None
         self._last_ping = time.monotonic()
+        self._last_frame_s: Optional[float] = None  # monotonic time of the last classified frame
+        self._reading = False  # the main thread is inside pipeline.step(): a signal may interrupt it
+        self.page = Page(config.page, self.stats, self.health, self.stats_doc)
 
     # ---------------------------------------------------------------- status provider
     def health(self) -> tuple[bool, str]:
-        """Healthy once the model is loaded and a frame has been classified, while the source works."""
+        """Healthy once a frame has been classified, while the source works and frames keep coming."""
         if self.stats.frames == 0:
             return False, f"no frame classified yet ({self.state})"
         if self.failures:
             return False, f"source failing ({self.failures} in a row), reopening"
+        if self.state == "done":
+            return True, f"source finished after {self.stats.frames} frames"
+        age = self.last_frame_age_s()
+        if age is not None and age > self.config.stale_after_s:
+            return False, (f"stalled: no frame classified for {age:.1f} s (limit {self.config.stale_after_s:g} s, "
+                           f"state {self.state})")
         return True, f"{self.stats.frames} frames classified"
+
+    def last_frame_age_s(self) -> Optional[float]:
+        """Seconds since the last classified frame (None before the first)."""
+        last = self._last_frame_s
+        return None if last is None else time.monotonic() - last
 
     def stats_doc(self) -> dict[str, Any]:
         """The /stats document."""
@@ -134,19 +176,35 @@ class Daemon:
         doc["dropped"] = self.queue.dropped
         doc["queued"] = len(self.queue)
         doc["consecutive_failures"] = self.failures
-        if self.writer is not None:
-            doc["results"] = {"path": str(self.writer.path), "lines": self.writer.lines, "rotations": self.writer.rotations}
+        age = self.last_frame_age_s()
+        doc["last_frame_age_s"] = None if age is None else round(age, 3)
+        doc["stale_after_s"] = self.config.stale_after_s
+        w = self.writer
+        if w is not None:
+            doc["results"] = {"path": str(w.path), "lines": w.lines, "rotations": w.rotations, "write_errors": w.write_errors,
+                              "lost": w.lost, "pending": w.pending, "torn_lines": w.torn_lines, "last_error": w.last_error}
         return doc
 
     def metrics(self) -> str:
         """Prometheus text exposition."""
         labels = {k: str(self.info.get(k, "")) for k in ("variant", "runtime", "runtime_version", "threads", "sha256", "source")}
+        age = self.last_frame_age_s()
         gauges = {
-            "dropped_results_total": ("Results dropped from the full writer queue.", float(self.queue.dropped)),
             "uptime_seconds": ("Seconds since the daemon started.", round(time.monotonic() - self.stats.started_s, 3)),
             "healthy": ("1 when /healthz answers 200.", 1.0 if self.health()[0] else 0.0),
+            "last_frame_age_seconds": ("Seconds since the last classified frame (-1 before the first).",
+                                       -1.0 if age is None else round(age, 3)),
+            "target_fps": ("Frame rate the source is paced to (0: unpaced, as fast as the pipeline goes).",
+                           float(self.info.get("target_fps") or 0.0)),
         }
-        return prometheus_text(self.stats, labels, gauges)
+        w = self.writer
+        counters = {
+            "dropped_results_total": ("Results dropped from the full writer queue.", float(self.queue.dropped)),
+            "results_write_errors_total": ("Failed attempts to write, open or rotate the results log (full disk, file-size limit, I/O error).",
+                                           float(w.write_errors if w else 0)),
+            "results_lost_total": ("Results given up because the results log could not take them.", float(w.lost if w else 0)),
+        }
+        return prometheus_text(self.stats, labels, gauges, counters) + hardware_metrics(self.page.hardware.get())
 
     def latest_doc(self) -> dict[str, Any]:
         """The /latest document: newest first."""
@@ -154,26 +212,36 @@ class Daemon:
 
     # ---------------------------------------------------------------- lifecycle
     def request_stop(self, *_: Any) -> None:
-        """Ask the loop to stop (signal handler)."""
+        """Ask the loop to stop (from any thread)."""
         self.stop_event.set()
 
+    def _on_signal(self, *_: Any) -> None:
+        self.stop_event.set()
+        if self._reading:  # blocked in a capture (up to its timeout, or for ever): get out now
+            raise _StopNow
+
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the loop cleanly."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        """SIGTERM and SIGINT stop the loop cleanly, interrupting a frame read in progress."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def _writer_loop(self) -> None:
-        assert self.writer is not None
-        while True:
-            r = self.queue.get(0.5)
-            if r is None:
-                self.writer.flush()
-                if self.queue.closed and not len(self.queue):
+        """Drain the queue into the writer, then close it: this thread alone touches the file."""
+        w = self.writer
+        assert w is not None
+        try:
+            while True:
+                r = self.queue.get(0.5)
+                if r is not None:
+                    w.write(r.to_json())
+                if r is None or not len(self.queue):
+                    w.flush()  # never raises on I/O: failures are counted and retried
+                if r is None and self.queue.closed and not len(self.queue):
                     return
-                continue
-            self.writer.write(r.to_json())
-            if not len(self.queue):
-                self.writer.flush()
+        except Exception:  # a bug here must not pass silently as "dropped"
+            log.exception("the results writer failed; results are no longer written")
+        finally:
+            w.close()
 
     def _write_status_file(self) -> None:
         if self.config.status_file is None or self.server is None:
@@ -199,10 +267,12 @@ class Daemon:
     def run(self) -> int:
         """Serve and classify until stopped; the exit code for the process."""
         self._last_ping = time.monotonic()
-        self.server = StatusServer(_Provider(self), self.config.port)
+        self.server = StatusServer(_Provider(self), self.config.port, self.page)
         self.server.start()
+        threading.Thread(target=self.page.run_sampler, args=(self.server.stopping,), name="page-history", daemon=True).start()
         if self.config.results_path is not None:
-            self.writer = JsonLinesWriter(self.config.results_path, self.config.results_max_bytes, self.config.results_backups)
+            self.writer = JsonLinesWriter(self.config.results_path, self.config.results_max_bytes, self.config.results_backups,
+                                          retry_s=self.config.results_retry_s)
             self._writer_thread = threading.Thread(target=self._writer_loop, name="results", daemon=True)
             self._writer_thread.start()
         self._write_status_file()
@@ -226,7 +296,11 @@ class Daemon:
                         continue
                 assert pipeline is not None
                 try:
-                    result = pipeline.step()
+                    self._reading = True
+                    try:
+                        result = pipeline.step()
+                    finally:
+                        self._reading = False
                 except EndOfSource:
                     self.state = "done"
                     log.info("source finished after %d frames", self.stats.frames)
@@ -246,13 +320,18 @@ class Daemon:
                         break
                     continue
                 self.failures = 0
+                self._last_frame_s = time.monotonic()
                 self.stats.add(result)
                 self.latest.append(result)
+                if self.page.wanted:  # someone has the page open: one attribute read per frame otherwise
+                    self.page.offer(pipeline.last_frame, pipeline.input_tensor, pipeline.engine.input_spec, result)
                 if self.writer is not None:
                     self.queue.put(result)
                 if not ready_sent:
                     self.notifier.ready(f"classifying, {self.server.url}")
                     ready_sent = True
+        except _StopNow:
+            log.info("stopped by a signal while reading a frame")
         finally:
             self.state = "stopping"
             self.notifier.stopping()
@@ -276,10 +355,12 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.queue.close()
-        if self._writer_thread is not None:
-            self._writer_thread.join(timeout=1.5)
-        if self.writer is not None:
-            self.writer.close()
+        t = self._writer_thread
+        if t is not None:
+            t.join(timeout=self.config.writer_drain_s)
+            if t.is_alive():  # a disk that hangs: leave the file to its thread, never close it under a write
+                log.error("the results writer is still writing after %.1f s; exiting without waiting for it "
+                          "(%d results queued)", self.config.writer_drain_s, len(self.queue))
         if self.server is not None:
             self.server.close()
         if self.config.status_file is not None:

@@ -7,11 +7,33 @@ from typing import Any, Optional, Protocol
 
 import numpy as np
 
-from device.errors import ModelError
+from device.errors import ModelError, one_line
 from device.manifest import Manifest, TensorSpec, Variant, sha256_bytes
 from device.runtime import Runtime, load_runtime
 
 TFLITE_MAGIC = b"TFL3"  # FlatBuffer file identifier at bytes 4..8 of every .tflite
+
+
+def check_flatbuffer(data: bytes) -> Optional[str]:
+    """Why ``data`` cannot be a TFLite FlatBuffer, or None if its header holds together.
+
+    The identifier alone says nothing of what follows it: a file cut short keeps it. This also
+    follows the root offset to the root table and its vtable, which must lie inside the file.
+    The runtime's own verifier checks the rest before it builds an interpreter.
+    """
+    n = len(data)
+    if n < 8 or data[4:8] != TFLITE_MAGIC:
+        return f"no 'TFL3' identifier; {n} bytes"
+    root = int.from_bytes(data[0:4], "little")
+    if root % 4 or not 8 <= root <= n - 4:
+        return f"its root table offset {root} lies outside its {n} bytes: the file is cut short or corrupt"
+    vtable = root - int.from_bytes(data[root : root + 4], "little", signed=True)
+    if vtable < 0 or vtable % 2 or vtable + 4 > n:
+        return f"its root vtable offset {vtable} lies outside its {n} bytes: the file is cut short or corrupt"
+    vt_size, table_size = int.from_bytes(data[vtable : vtable + 2], "little"), int.from_bytes(data[vtable + 2 : vtable + 4], "little")
+    if vt_size < 4 or vt_size % 2 or vtable + vt_size > n or root + table_size > n:
+        return f"its root table runs past its {n} bytes: the file is cut short or corrupt"
+    return None
 
 
 class Engine(Protocol):
@@ -41,11 +63,9 @@ def read_model_bytes(path: Path, expected_sha256: Optional[str] = None) -> bytes
         raise ModelError(f"model file {path} does not exist; re-run the host pipeline or `deploy push`") from None
     except OSError as e:
         raise ModelError(f"cannot read model file {path}: {e}") from e
-    if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
-        raise ModelError(
-            f"{path} is not a TFLite model (no 'TFL3' identifier; {len(data)} bytes): "
-            "the file is truncated or corrupt. Re-convert it or push it again"
-        )
+    problem = check_flatbuffer(data)
+    if problem is not None:
+        raise ModelError(f"{path} is not a TFLite model ({problem}). Re-convert it or push it again")
     if expected_sha256 is not None:
         got = sha256_bytes(data)
         if got != expected_sha256:
@@ -59,18 +79,20 @@ def read_model_bytes(path: Path, expected_sha256: Optional[str] = None) -> bytes
 class LiteRTEngine:
     """A TFLite interpreter from whichever runtime ``load_runtime`` picked."""
 
-    def __init__(self, model: bytes, runtime: Optional[Runtime] = None, threads: Optional[int] = None):
+    def __init__(self, model: bytes, runtime: Optional[Runtime] = None, threads: Optional[int] = None, name: str = "the model"):
         self.runtime = runtime or load_runtime("auto")
         self.threads = threads
+        self.name = name
         try:
             self._interp = self.runtime.interpreter_class(model_content=model, num_threads=threads)
             self._interp.allocate_tensors()
+            inp = self._interp.get_input_details()
+            out = self._interp.get_output_details()
         except Exception as e:
-            raise ModelError(f"the {self.runtime.name} runtime could not load this model: {e}") from e
-        inp = self._interp.get_input_details()
-        out = self._interp.get_output_details()
+            raise ModelError(f"the {self.runtime.name} runtime could not load {name}: {one_line(str(e)).rstrip('.')}. "
+                             "Re-convert it, or push it again") from e
         if len(inp) != 1 or len(out) != 1:
-            raise ModelError(f"expected a model with one input and one output. Got: {len(inp)} inputs, {len(out)} outputs")
+            raise ModelError(f"{name}: expected a model with one input and one output. Got: {len(inp)} inputs, {len(out)} outputs")
         self._in_index = inp[0]["index"]
         self._out_index = out[0]["index"]
         self.input_spec = _spec(inp[0])
@@ -79,12 +101,16 @@ class LiteRTEngine:
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Set the input, invoke, return a copy of the output."""
         self._interp.set_tensor(self._in_index, tensor)
-        self._interp.invoke()
+        self.invoke_only()
         return self._interp.get_tensor(self._out_index).copy()
 
     def invoke_only(self) -> None:
-        """Invoke on whatever input is set (for timing invoke alone)."""
-        self._interp.invoke()
+        """Invoke on whatever input is set (for timing invoke alone); a kernel error is a ModelError."""
+        try:
+            self._interp.invoke()
+        except RuntimeError as e:  # a corrupt model that loaded: a kernel refuses its tensors
+            raise ModelError(f"{self.name} failed to run on the {self.runtime.name} runtime: {one_line(str(e)).rstrip('.')}. "
+                             "Re-convert it, or push it again") from e
 
     def set_input(self, tensor: np.ndarray) -> None:
         """Set the input tensor without invoking."""
@@ -115,10 +141,22 @@ def check_against_manifest(engine: Engine, variant: Variant) -> None:
             )
 
 
-def open_engine(manifest: Manifest, variant: str, runtime: str = "auto", threads: Optional[int] = None) -> LiteRTEngine:
-    """Read a variant's bytes once, verify hash and spec, load it with the chosen runtime."""
+def open_engine(
+    manifest: Manifest, variant: str, runtime: str = "auto", threads: Optional[int] = None, isolate: bool = False,
+) -> LiteRTEngine:
+    """Read a variant's bytes once, verify hash and spec, load it with the chosen runtime.
+
+    ``isolate`` first loads and invokes it once in a child process (``device.model_check``), so a
+    runtime that crashes on the file ends a child, and the caller gets a one-line ModelError.
+    """
     v = manifest.variant(variant)
-    data = read_model_bytes(manifest.model_path(variant), v.sha256)
-    engine = LiteRTEngine(data, load_runtime(runtime), threads)
+    path = manifest.model_path(variant)
+    data = read_model_bytes(path, v.sha256)
+    rt = load_runtime(runtime)
+    if isolate:
+        from device.model_check import check_in_child
+
+        check_in_child(data, rt.name, threads, str(path))
+    engine = LiteRTEngine(data, rt, threads, str(path))
     check_against_manifest(engine, v)
     return engine

@@ -43,3 +43,9 @@ class FrameError(DeviceError):
 
 class ServerError(DeviceError):
     """The status HTTP server cannot bind its port (another daemon on it, or no permission)."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` as one line of at most ``limit`` characters, for error messages that quote other errors."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,21 +1,40 @@
 """A stand-in for ``picamera2.Picamera2`` with its API surface and quirks, for tests and host runs.
 
-Quirks reproduced: ``RGB888`` arrays are B,G,R in memory (``XBGR8888`` R,G,B,X); ``YUV420``
-arrays are [height*3/2, stride] with padded rows (Y, then U and V at half resolution with
-half the stride), encoded in the configuration's colour space (``colour_space``, as
-picamera2's ``create_video_configuration`` picks it: SMPTE170M below 1280x720, Rec709 above,
-limited range; settled and reported back by ``camera_configuration()``); every stream is
-scaled from the same field of view (main's), so a lores stream of another aspect ratio is
-stretched; ``capture_array`` raises ``TimeoutError`` now and then (``timeout_every``); a
-camera not closed stays busy for the next opener. Frames are pre-rendered once from the
-given images (grey garments [N, H, W] or colour photos [N, H, W, 3], ``device.scene``) and
-cycled, so timing measures the consumer.
+Quirks reproduced:
+
+- ``RGB888`` arrays are B,G,R in memory (``XBGR8888`` R,G,B,X); ``YUV420`` arrays are
+  [height*3/2, stride] with padded rows (Y, then U and V at half resolution with half the
+  stride), encoded in the configuration's colour space (``colour_space``, as picamera2's
+  ``create_video_configuration`` picks it: SMPTE170M below 1280x720, Rec709 above, limited
+  range; settled and reported back by ``camera_configuration()``); every stream is scaled from
+  the same field of view (main's), so a lores stream of another aspect ratio is stretched; on
+  the Pi 4 (``platform="vc4"``) lores must be YUV.
+- A camera not closed stays busy for the next opener ("Device or resource busy").
+- Captures are jobs, as in picamera2 (``picamera2/picamera2.py``: ``capture_array`` →
+  ``dispatch_functions`` → ``Job.get_result(timeout)``, ``picamera2/job.py``): ``wait=None``
+  (the default) or ``True`` waits for the next frame for ever; a number waits that many seconds
+  and then raises ``concurrent.futures.TimeoutError`` (the builtin ``TimeoutError`` from Python
+  3.11), *leaving the job queued*; ``wait=False`` (or 0, which picamera2 treats the same) returns
+  the ``Job``. Frames go to queued jobs oldest first, so a timed-out job swallows the next frame.
+- A camera that stalls (``stall_after`` frames, or ``stall()``: a loose ribbon cable, a wedged
+  ISP) delivers nothing more until ``resume()``. While a timed-out capture is still queued,
+  ``stop()`` (and so ``close()``, which calls it) waits behind it for ever, as picamera2's stop
+  job does; ``cancel_all_and_flush()`` clears the queue first, which is what picamera2 says it
+  is for ("tidying up after an operation has unexpectedly timed out ... so that the camera can
+  be closed").
+- A camera that is not started delivers no frames (a capture then waits, like a stalled one).
+
+Frames are rendered from the given images (grey garments [N, H, W] or colour photos
+[N, H, W, 3], ``device.scene``) once per stream (on its first capture) and cycled, so timing
+measures the consumer.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any, Optional
+from concurrent.futures import CancelledError, Future
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -34,15 +53,53 @@ class FakeColorSpace:
 
     __repr__ = __str__
 
+T = TypeVar("T")
+_log = logging.getLogger("picamera2.picamera2")  # picamera2's own logger name and messages
+
+
+class Job(Generic[T]):
+    """Mirrors ``picamera2.job.Job``: work for the camera's event loop, its result a Future."""
+
+    def __init__(self, function: Callable[[], T], signal_function: Optional[Callable[[Job[T]], None]] = None):
+        self._function = function
+        self._signal_function = signal_function
+        self._future: Future[T] = Future()
+        self._future.set_running_or_notify_cancel()
+        self.is_capture = True
+
+    def execute(self) -> None:
+        """Run on the event loop: complete the future with the function's result or exception."""
+        try:
+            self._future.set_result(self._function())
+        except Exception as e:
+            self._future.set_exception(e)
+        if self._signal_function is not None:
+            self._signal_function(self)
+
+    def get_result(self, timeout: Optional[float] = None) -> T:
+        """Block until done (``timeout=None``: for ever); ``TimeoutError`` after ``timeout`` seconds."""
+        return self._future.result(timeout=timeout)
+
+    def cancel(self) -> None:
+        """Make waiters raise CancelledError (as picamera2's; the job stays queued unless flushed)."""
+        if not self._future.done():
+            self._future.set_exception(CancelledError())
+
 
 class FakePicamera2:
-    """Mirrors Picamera2: create_video_configuration, configure, start, capture_array, stop, close."""
+    """Mirrors Picamera2: create_video_configuration, configure, start, capture_array, wait, stop, close."""
 
     _busy: set[int] = set()
     _busy_lock = threading.Lock()
 
-    def __init__(self, camera_num: int = 0, images: Optional[np.ndarray] = None, timeout_every: int = 0, seed: int = 0,
-                 platform: str = "vc4"):
+    def __init__(
+        self,
+        camera_num: int = 0,
+        images: Optional[np.ndarray] = None,
+        stall_after: Optional[int] = None,
+        seed: int = 0,
+        platform: str = "vc4",
+    ):
         with FakePicamera2._busy_lock:
             if camera_num in FakePicamera2._busy:
                 raise RuntimeError("Failed to acquire camera: Device or resource busy")
@@ -51,14 +108,20 @@ class FakePicamera2:
         self.camera_properties = {"Model": "fake_imx708", "PixelArraySize": (4608, 2592), "Location": 2}
         self.sensor_resolution = (4608, 2592)
         self.images = images if images is not None else np.zeros((1, 28, 28), np.uint8)
-        self.timeout_every = timeout_every
+        self.stall_after = stall_after  # frames delivered before the camera stalls (None: never)
         self.seed = seed
         self.platform = platform  # "vc4" (Pi 4: lores must be YUV) or "pisp" (Pi 5)
         self.started = False
         self.closed = False
-        self.captures = 0
+        self.captures = 0  # frames delivered
+        self.stalled = stall_after is not None and stall_after <= 0
+        self.lock = threading.Lock()  # protects _job_list, as picamera2's does
+        self._job_list: list[Job[Any]] = []
         self._config: Optional[dict[str, Any]] = None
         self._frames: dict[str, list[np.ndarray]] = {}
+        self._streams: dict[str, dict[str, Any]] = {}
+        self._cs_name = "SMPTE170M"
+        self._fov: tuple[int, ...] = (1280, 720)
 
     def create_video_configuration(
         self,
@@ -86,12 +149,12 @@ class FakePicamera2:
         lores = cfg.get("lores")
         if self.platform == "vc4" and lores and lores.get("format") not in ("YUV420", "YVU420"):
             raise RuntimeError("lores stream must be YUV")  # picamera2's check on the Pi 4's ISP
-        rng = np.random.default_rng(self.seed)
         self._frames = {}
+        self._streams = {}
         cs = cfg.get("colour_space")
-        cs_name = "SMPTE170M" if cs is None else str(cs)
-        cfg["colour_space"] = FakeColorSpace(cs_name)
-        fov = tuple(int(x) & ~1 for x in cfg["main"]["size"])
+        self._cs_name = "SMPTE170M" if cs is None else str(cs)
+        cfg["colour_space"] = FakeColorSpace(self._cs_name)
+        self._fov = tuple(int(x) & ~1 for x in cfg["main"]["size"])
         for name in ("main", "lores"):
             s = cfg.get(name)
             if not s:
@@ -99,24 +162,15 @@ class FakePicamera2:
             w, h = (int(s["size"][0]) & ~1, int(s["size"][1]) & ~1)
             s["size"] = (w, h)
             fmt = s["format"]
-            photos = [self._render(i, w, h, rng, fov) for i in self.images]
             if fmt == "YUV420":
                 s["stride"] = scene.yuv420_stride(w)
-                self._frames[name] = [scene.to_yuv420(f, s["stride"], cs_name) for f in photos]
-            elif fmt in ("RGB888", "BGR888", "XBGR8888", "XRGB8888"):
-                bgr = [scene.to_bgr888(f) for f in photos]
-                if fmt == "BGR888":
-                    frames = [b[:, :, ::-1].copy() for b in bgr]  # R,G,B in memory
-                elif fmt == "XBGR8888":  # R,G,B,X in memory
-                    frames = [np.concatenate([b[:, :, ::-1], np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
-                elif fmt == "XRGB8888":  # B,G,R,X in memory
-                    frames = [np.concatenate([b, np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
-                else:
-                    frames = bgr
-                s["stride"] = w * frames[0].shape[2]
-                self._frames[name] = frames  # capture_array copies padding away: contiguous [h, w, C]
+            elif fmt in ("RGB888", "BGR888"):
+                s["stride"] = w * 3
+            elif fmt in ("XBGR8888", "XRGB8888"):
+                s["stride"] = w * 4
             else:
                 raise RuntimeError(f"FakePicamera2 renders RGB888, BGR888, XBGR8888, XRGB8888 and YUV420 only. Got: {fmt}")
+            self._streams[name] = s
         if cfg.get("lores") and cfg.get("main"):
             lw, lh = cfg["lores"]["size"]
             mw, mh = cfg["main"]["size"]
@@ -141,27 +195,116 @@ class FakePicamera2:
         if self.closed:
             raise RuntimeError("Camera closed")
         self.started = True
+        with self.lock:
+            self._run_jobs()
 
-    def capture_array(self, name: str = "main", wait: Optional[float] = None) -> np.ndarray:
-        """The next frame of a stream, as picamera2 lays it out in memory."""
-        if not self.started:
-            raise RuntimeError("Camera not started")
-        if name not in self._frames:
-            raise RuntimeError(f"Stream {name!r} is not defined")
+    def _stream_frames(self, name: str) -> list[np.ndarray]:
+        """A stream's frames, rendered once on its first capture (a 640x480 main costs ~0.16 s a garment)."""
+        frames = self._frames.get(name)
+        if frames is None:
+            s = self._streams[name]
+            (w, h), fmt = s["size"], s["format"]
+            rng = np.random.default_rng([self.seed, len(name)])
+            photos = [self._render(i, w, h, rng, self._fov) for i in self.images]
+            if fmt == "YUV420":
+                frames = [scene.to_yuv420(f, s["stride"], self._cs_name) for f in photos]
+            else:
+                bgr = [scene.to_bgr888(f) for f in photos]
+                if fmt == "BGR888":
+                    frames = [b[:, :, ::-1].copy() for b in bgr]  # R,G,B in memory
+                elif fmt == "XBGR8888":  # R,G,B,X in memory
+                    frames = [np.concatenate([b[:, :, ::-1], np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
+                elif fmt == "XRGB8888":  # B,G,R,X in memory
+                    frames = [np.concatenate([b, np.full((h, w, 1), 255, np.uint8)], axis=2) for b in bgr]
+                else:
+                    frames = bgr  # capture_array copies padding away: contiguous [h, w, C]
+            self._frames[name] = frames
+        return frames
+
+    # ------------------------------------------------------------------ jobs, as picamera2 runs them
+    def _next_frame(self, name: str) -> np.ndarray:
+        frames = self._stream_frames(name)
         self.captures += 1
-        if self.timeout_every and self.captures % self.timeout_every == 0:
-            raise TimeoutError("Frame request timed out")
-        frames = self._frames[name]
+        if self.stall_after is not None and self.captures >= self.stall_after:
+            self.stalled = True
         return frames[(self.captures - 1) % len(frames)]
 
-    def stop(self) -> None:
-        """Stop streaming."""
+    def _run_jobs(self) -> None:
+        """The event loop's turn (lock held): queued jobs run oldest first while frames arrive."""
+        while self._job_list:
+            job = self._job_list[0]
+            if job.is_capture and (self.stalled or not self.started):
+                return  # no frame arrives: this job, and everything behind it, waits
+            self._job_list.pop(0)
+            job.execute()
+
+    def dispatch_functions(self, job: Job[Any], wait: Union[bool, float, None], immediate: bool = False) -> Any:
+        """Queue a job and wait as picamera2 does: None/True for ever, a number that long, False not at all."""
+        if wait is None:
+            wait = job._signal_function is None
+        timeout = None if wait is True else wait
+        with self.lock:
+            self._job_list.append(job)
+            self._run_jobs()
+        return job.get_result(timeout=timeout) if wait else job
+
+    def capture_array(
+        self, name: str = "main", wait: Union[bool, float, None] = None,
+        signal_function: Optional[Callable[[Job[np.ndarray]], None]] = None,
+    ) -> Any:
+        """The next frame of a stream, as picamera2 lays it out in memory (or a Job; see the module doc)."""
+        if name not in self._streams:
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        return self.dispatch_functions(Job(lambda: self._next_frame(name), signal_function), wait)
+
+    def wait(self, job: Job[T], timeout: Optional[float] = None) -> T:
+        """Wait for a job from ``capture_array(wait=False)``; picamera2's ``Picamera2.wait``."""
+        return job.get_result(timeout=timeout)
+
+    def cancel_all_and_flush(self) -> None:
+        """Cancel every queued job and clear the queue (picamera2's tidy-up after a timeout)."""
+        with self.lock:
+            for job in self._job_list:
+                job.cancel()
+            self._job_list = []
+
+    # ------------------------------------------------------------------ faults
+    def stall(self) -> None:
+        """Stop delivering frames (a loose cable): queued and new captures wait."""
+        with self.lock:
+            self.stalled = True
+
+    def resume(self) -> None:
+        """Deliver frames again; queued jobs get them first, oldest first."""
+        with self.lock:
+            self.stalled = False
+            self.stall_after = None
+            self._run_jobs()
+
+    @property
+    def pending_jobs(self) -> int:
+        """Jobs queued and not yet run (a timed-out capture stays here until flushed)."""
+        with self.lock:
+            return len(self._job_list)
+
+    # ------------------------------------------------------------------ stop and close
+    def _stop_now(self) -> None:
         self.started = False
 
+    def stop(self) -> None:
+        """Stop streaming: a stop job queued behind any pending capture, waited for as picamera2 does."""
+        if not self.started:
+            return
+        job: Job[None] = Job(self._stop_now)
+        job.is_capture = False
+        self.dispatch_functions(job, wait=True, immediate=True)
+
     def close(self) -> None:
-        """Release the camera for the next opener."""
-        self.started = False
-        if not self.closed:
-            self.closed = True
-            with FakePicamera2._busy_lock:
-                FakePicamera2._busy.discard(self.camera_num)
+        """Stop, then release the camera for the next opener."""
+        if self.closed:
+            return
+        self.stop()
+        self.closed = True
+        with FakePicamera2._busy_lock:
+            FakePicamera2._busy.discard(self.camera_num)
+        _log.info("Camera closed successfully.")

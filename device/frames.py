@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from device import scene
 from device.colour import YUV_COLOUR_SPACES
-from device.errors import FrameError, SourceError
+from device.errors import FrameError, SourceError, one_line
 from device.manifest import Preprocess
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".npy")
@@ -106,6 +107,10 @@ class CameraConfig:
             )
         if self.lores_size[0] > self.main_size[0] or self.lores_size[1] > self.main_size[1]:
             raise ValueError(f"lores {self.lores_size} must not be larger than main {self.main_size}")
+        if not (0 < self.timeout_s < float("inf")):  # picamera2 reads wait=0 as "do not wait" and None as "for ever"
+            raise ValueError(f"timeout_s must be a positive number of seconds. Got: {self.timeout_s!r}")
+        if not (0 < self.frame_rate < float("inf")):
+            raise ValueError(f"frame_rate must be a positive number of frames per second. Got: {self.frame_rate!r}")
         if self.colour_space not in YUV_COLOUR_SPACES:
             raise ValueError(f"colour_space must be one of {', '.join(YUV_COLOUR_SPACES)}. Got: {self.colour_space!r}")
 
@@ -185,53 +190,132 @@ def parse_size(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- folder
 
 
+# The largest image the folder source decodes: twice the Pi HQ camera's 12.3 MP, 75 MB as RGB.
+# Checked from the header, before any pixel is decoded (Pillow's own limit, 89 MP with only a
+# warning up to 179 MP, would let a 512 MB Pi run out of memory first).
+MAX_IMAGE_PIXELS = 25_000_000
+MAX_IMAGE_FILE_BYTES = 3 * MAX_IMAGE_PIXELS + (1 << 20)  # an uncompressed RGB file of that size, plus headers
+PIL_FORMATS = ("PNG", "JPEG", "MPO")  # MPO: how Pillow names some cameras' JPEGs; nothing else is decoded
+
+
+def _check_dims(name: str, width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise FrameError(f"{name}: the header says {width}x{height} pixels; an image needs at least 1x1; skipped")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise FrameError(
+            f"{name}: {width}x{height} is too large to decode ({width * height / 1e6:.0f} MP, the limit is "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP); resize it first; skipped"
+        )
+
+
 def _read_pnm(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    parts: list[bytes] = []
-    pos = 0
-    while len(parts) < 4:  # magic, width, height, maxval; '#' comments allowed
-        while pos < len(data) and data[pos : pos + 1].isspace():
-            pos += 1
-        if data[pos : pos + 1] == b"#":
-            pos = data.index(b"\n", pos)
-            continue
-        end = pos
-        while end < len(data) and not data[end : end + 1].isspace():
-            end += 1
-        parts.append(data[pos:end])
-        pos = end
-    magic, w, h, maxval = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
-    if magic not in (b"P5", b"P6") or maxval > 255:
-        raise ValueError(f"only binary 8-bit PGM (P5) / PPM (P6) are read. Got: {magic!r}, maxval {maxval}")
-    channels = 3 if magic == b"P6" else 1
-    pix = np.frombuffer(data, np.uint8, count=w * h * channels, offset=pos + 1)
+    """Binary 8-bit PGM (P5) or PPM (P6); the header is checked before the pixels are read."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        parts: list[bytes] = []
+        pos = 0
+        while len(parts) < 4:  # magic, width, height, maxval; '#' comments allowed
+            while pos < len(head) and head[pos : pos + 1].isspace():
+                pos += 1
+            if head[pos : pos + 1] == b"#":
+                nl = head.find(b"\n", pos)
+                if nl < 0:
+                    raise ValueError("the header ends inside a comment (or its comments pass 4 KiB)")
+                pos = nl
+                continue
+            end = pos
+            while end < len(head) and not head[end : end + 1].isspace():
+                end += 1
+            if end == pos or end >= len(head):
+                raise ValueError(f"the header is cut short after {len(parts)} of 4 fields (magic, width, height, maxval)")
+            parts.append(head[pos:end])
+            pos = end
+        magic = parts[0]
+        if magic not in (b"P5", b"P6") or not all(p.isdigit() for p in parts[1:]):
+            raise ValueError(f"only binary 8-bit PGM (P5) / PPM (P6) are read. Got: header {b' '.join(parts)[:40]!r}")
+        w, h, maxval = int(parts[1]), int(parts[2]), int(parts[3])
+        if not 0 < maxval <= 255:
+            raise ValueError(f"only 8-bit PGM/PPM are read (maxval 1..255). Got: maxval {maxval}")
+        channels = 3 if magic == b"P6" else 1
+        _check_dims(path.name, w, h)
+        need = w * h * channels
+        f.seek(pos + 1)  # exactly one whitespace byte ends the header
+        data = f.read(need)
+    if len(data) < need:
+        raise ValueError(f"truncated: {w}x{h} needs {need} bytes of pixels, the file has {len(data)}")
+    pix = np.frombuffer(data, np.uint8)
     return pix.reshape((h, w, 3) if channels == 3 else (h, w))
 
 
+def _read_npy(path: Path) -> np.ndarray:
+    """A .npy array; its header (shape, dtype) is checked before any data is read."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not read; save it with numpy.save")
+        if dtype != np.uint8:
+            raise FrameError(f"{path.name}: expected 8-bit pixels. Got: dtype {dtype}; skipped")
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3):
+            raise FrameError(f"{path.name}: expected a grey [H,W] or colour [H,W,3] image. Got: shape {shape}; skipped")
+        _check_dims(path.name, int(shape[1]), int(shape[0]))
+        need = int(np.prod(shape))
+        data = f.read(need)
+    if len(data) < need:
+        raise ValueError(f"truncated: shape {shape} needs {need} bytes of pixels, the file has {len(data)}")
+    return np.frombuffer(data, np.uint8).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise SourceError(
+            f"{path.name}: reading PNG/JPEG needs Pillow, which is not installed. "
+            "`pip install pillow`, or convert the images to .pgm/.ppm/.npy"
+        ) from None
+    with warnings.catch_warnings():  # our own limit is lower and says so in one line
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path, formats=PIL_FORMATS)
+        except Image.DecompressionBombError:
+            raise FrameError(f"{path.name}: too large to decode (over {MAX_IMAGE_PIXELS / 1e6:.0f} MP); skipped") from None
+    with im:
+        _check_dims(path.name, *im.size)
+        return np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
+
+
 def decode_image(path: Path) -> tuple[np.ndarray, str]:
-    """Pixels and pixel format of an image file; PNG/JPEG need Pillow (imported lazily)."""
+    """Pixels and pixel format of an image file; PNG/JPEG need Pillow (imported lazily).
+
+    Every file that cannot be used (empty, truncated, corrupt, too large, another format) raises
+    a one-line FrameError naming it; huge images are refused from their header, before decoding.
+    """
     suffix = path.suffix.lower()
     try:
+        size = path.stat().st_size
+        if size == 0:
+            raise FrameError(f"{path.name}: empty file (0 bytes); skipped")
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise FrameError(f"{path.name}: {size / 1e6:.0f} MB is too large for an image this daemon decodes "
+                             f"(limit {MAX_IMAGE_FILE_BYTES / 1e6:.0f} MB); skipped")
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = _read_npy(path)
         elif suffix in (".pgm", ".ppm"):
             arr = _read_pnm(path)
         else:
-            try:
-                from PIL import Image
-            except ImportError:
-                raise SourceError(
-                    f"{path.name}: reading PNG/JPEG needs Pillow, which is not installed. "
-                    "`pip install pillow`, or convert the images to .pgm/.ppm/.npy"
-                ) from None
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"))
-    except SourceError:
+            arr = _read_pil(path)
+    except (SourceError, FrameError):
         raise
     except Exception as e:
-        raise FrameError(f"{path.name}: cannot decode ({type(e).__name__}: {e}); skipped") from e
+        raise FrameError(f"{path.name}: cannot decode ({type(e).__name__}: {one_line(str(e))}); skipped") from e
     if arr.dtype != np.uint8:
         raise FrameError(f"{path.name}: expected 8-bit pixels. Got: dtype {arr.dtype}; skipped")
+    if arr.size == 0:
+        raise FrameError(f"{path.name}: the image has no pixels (shape {arr.shape}); skipped")
     if arr.ndim == 2:
         return arr, "GRAY"
     if arr.ndim == 3 and arr.shape[2] == 3:

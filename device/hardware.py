@@ -94,6 +94,18 @@ def detect_emulation(machine: str, kernel_arch: Optional[str], environ: Mapping[
     return None
 
 
+def emulation(root: Path | str = "/", environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """What emulates this process, read from ``root`` (``/proc`` files) and ``environ`` (default os.environ).
+
+    The one place that decides it: ``read_hardware`` uses it, and so does the deploy agent
+    (this module is stdlib-only and ships inside the agent's zipapp).
+    """
+    r = Path(root)
+    machine = platform.machine()
+    return detect_emulation(machine, _read(r, "proc/sys/kernel/arch"), os.environ if environ is None else environ,
+                            (_read(r, f"proc/sys/fs/binfmt_misc/qemu-{machine}") or "").startswith("enabled"))
+
+
 def read_hardware(root: Path | str = "/", environ: Optional[Mapping[str, str]] = None) -> Hardware:
     """Read board, governor, temperature, throttling and emulation from ``root`` (and ``environ``, default os.environ)."""
     r = Path(root)
@@ -127,6 +139,5 @@ def read_hardware(root: Path | str = "/", environ: Optional[Mapping[str, str]] =
         temperature_c=temperature_c,
         throttled=throttled,
         throttled_flags=decode_throttled(throttled) if throttled else (),
-        emulated=detect_emulation(machine, _read(r, "proc/sys/kernel/arch"), os.environ if environ is None else environ,
-                                  (_read(r, f"proc/sys/fs/binfmt_misc/qemu-{machine}") or "").startswith("enabled")),
+        emulated=emulation(r, environ),
     )

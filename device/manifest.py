@@ -69,6 +69,7 @@ SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
 VARIANTS = ("float32", "dynamic", "float16", "int8")
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 # What this build honours, field by field (the first value is the default).
 COLORS = ("grayscale", "rgb")
@@ -119,14 +120,18 @@ class TensorSpec:
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str) -> TensorSpec:
         """Parse and validate a tensor spec; ``where`` names it in errors."""
+        if not isinstance(d, dict):
+            raise ManifestError(f"{where}: a tensor spec must be an object with 'shape' and 'dtype'. Got: {d!r}")
         try:
             shape = tuple(int(x) for x in d["shape"])
             dtype = str(d["dtype"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ManifestError(f"{where}: needs 'shape' (list of ints) and 'dtype'. Got: {d!r}") from e
-        scale = d.get("scale")
-        zp = d.get("zero_point")
-        return cls(shape, dtype, None if scale is None else float(scale), None if zp is None else int(zp))
+        scale, zp = d.get("scale"), d.get("zero_point")
+        try:
+            return cls(shape, dtype, None if scale is None else float(scale), None if zp is None else int(zp))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise ManifestError(f"{where}: scale must be a number and zero_point an integer. Got: {d!r}") from e
 
 
 @dataclass(frozen=True)
@@ -244,7 +249,7 @@ class Preprocess:
         size = pre.get("size", [28, 28])
         try:
             h, w = (int(x) for x in size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ManifestError(f"{where}: preprocess.size must be [height, width]. Got: {size!r}") from None
         if not (1 <= h <= 4096 and 1 <= w <= 4096):
             raise ManifestError(f"{where}: preprocess.size must be between 1 and 4096 pixels per side. Got: {size!r}")
@@ -376,7 +381,7 @@ def parse_manifest(data: dict[str, Any], root: Path) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object. Got: {type(data).__name__}")
     schema = data.get("schema", 1)
-    if schema not in READABLE_SCHEMAS:
+    if isinstance(schema, bool) or schema not in READABLE_SCHEMAS:
         newer = isinstance(schema, int) and schema > SCHEMA
         raise ManifestError(
             f"{where}: schema is {schema!r}; this device build reads schemas {', '.join(map(str, READABLE_SCHEMAS))}. "
@@ -405,7 +410,7 @@ def parse_manifest(data: dict[str, Any], root: Path) -> Manifest:
                 input=TensorSpec.from_json(v.get("input", data["input"]), f"{vw}.input"),
                 output=TensorSpec.from_json(v.get("output", {"shape": [1, len(labels)], "dtype": "float32"}), f"{vw}.output"),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ManifestError(f"{vw}: needs path, sha256 and bytes. Got: {v!r}") from e
         if Path(variants[name].path).is_absolute() or ".." in Path(variants[name].path).parts:
             raise ManifestError(f"{vw}.path must be relative to the manifest's folder. Got: {variants[name].path!r}")
@@ -423,15 +428,20 @@ def parse_manifest(data: dict[str, Any], root: Path) -> Manifest:
         g = data["golden"]
         try:
             golden = Golden(path=str(g["path"]), sha256=str(g["sha256"]), count=int(g["count"]))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise ManifestError(f"{where}: bad 'golden'. Got: {g!r}") from e
+        if Path(golden.path).is_absolute() or ".." in Path(golden.path).parts:
+            raise ManifestError(f"{where}: golden.path must be relative to the manifest's folder. Got: {golden.path!r}")
+    model = data.get("model", {})
+    if not isinstance(model, dict):
+        raise ManifestError(f"{where}: 'model' must be an object. Got: {model!r}")
     return Manifest(
         labels=tuple(labels),
         input=top_input,
         preprocess=preprocess,
         variants=variants,
         root=root,
-        model=dict(data.get("model", {})),
+        model=dict(model),
         golden=golden,
         schema=int(schema),
     )
@@ -445,7 +455,9 @@ def load_manifest(path: Path | str) -> Manifest:
     if not p.exists():
         raise ManifestError(f"no manifest at {p}: run `python -m host run --out DIR` first, then pass DIR/{MANIFEST_NAME}")
     try:
+        if p.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{p} is {p.stat().st_size} bytes; a manifest is a few kB. Re-create it with `python -m host run`")
         data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"cannot read {p}: {e}. Re-create it with `python -m host run`") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or UTF-8; RecursionError: nested too deep
+        raise ManifestError(f"cannot read {p}: {type(e).__name__}: {str(e)[:200]}. Re-create it with `python -m host run`") from e
     return parse_manifest(data, p.parent.resolve())

@@ -19,12 +19,18 @@ refuses anything else there on VC4), and YUV420 is half the bytes of RGB888 on a
   camera settled is read back from ``camera_configuration()["colour_space"]`` and travels
   with every frame, so the conversion uses the matrix and range actually delivered.
 
-``capture_array`` timeouts become ``CameraTimeout`` so the daemon can reopen the camera with
-backoff.
+Timeouts are picamera2's own: ``capture_array(name, wait=timeout_s)``. In picamera2
+(``picamera2/picamera2.py``, ``dispatch_functions``) ``wait=None`` means wait for ever, so a
+stalled camera would hang the daemon; a number makes ``Job.get_result`` (``picamera2/job.py``,
+a ``concurrent.futures.Future``) raise ``concurrent.futures.TimeoutError``, which becomes
+``CameraTimeout`` so the daemon reopens the camera with backoff. The timed-out job stays in
+picamera2's queue, and ``stop()`` would wait behind it for ever, so ``close()`` calls
+``cancel_all_and_flush()`` first, as picamera2 documents for tidying up after a timeout.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 from typing import Any, Callable, Optional
@@ -126,10 +132,14 @@ class PiCameraSource:
             raise SourceError("the camera is closed; reopen it")
         name = self.config.stream
         size, fmt = self._stream_cfg[name]
+        timeout_s = self.config.timeout_s
         try:
-            arr = self._cam.capture_array(name)
-        except TimeoutError as e:
-            raise CameraTimeout(f"the camera delivered no {name} frame in time: {e}") from e
+            arr = self._cam.capture_array(name, wait=timeout_s)
+        except (TimeoutError, concurrent.futures.TimeoutError) as e:  # one class from Python 3.11, two before
+            raise CameraTimeout(
+                f"the camera delivered no {name} frame within {timeout_s:g} s (picamera2 capture timed out); "
+                "check the ribbon cable if this repeats"
+            ) from e
         except Exception as e:
             raise SourceError(f"camera capture failed: {type(e).__name__}: {e}") from e
         order = MEMORY_ORDER.get(fmt)
@@ -144,6 +154,10 @@ class PiCameraSource:
         cam, self._cam = self._cam, None
         if cam is None:
             return
+        flush = getattr(cam, "cancel_all_and_flush", None)
+        if callable(flush):  # a timed-out capture left queued would make stop() wait behind it for ever
+            with contextlib.suppress(Exception):
+                flush()
         with contextlib.suppress(Exception):  # a camera that failed mid-stream may refuse stop(); close it anyway
             cam.stop()
         cam.close()

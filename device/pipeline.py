@@ -96,6 +96,7 @@ class Pipeline:
         n_out = int(np.prod(engine.output_spec.shape))
         self._names = tuple(self.labels[i] if i < len(self.labels) else str(i) for i in range(n_out))
         self._score = scorer(engine.output_spec)
+        self.last_frame: Optional[Frame] = None  # what the last step read (the live page shows it)
 
     def step(self) -> Result:
         """Process one frame. Raises what the source raises (EndOfSource, SourceError, FrameError)."""
@@ -115,6 +116,7 @@ class Pipeline:
             t3 = clock()
         top = self._rank(raw)
         t4 = clock()
+        self.last_frame = frame
         result = Result(
             frame.seq, frame.name, frame.timestamp_ns, top, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
             frame.label, self.preprocessor.last_inverted,
@@ -122,6 +124,11 @@ class Pipeline:
         if self.sink is not None:
             self.sink(result)
         return result
+
+    @property
+    def input_tensor(self) -> np.ndarray:
+        """The tensor the engine was last given (a reused buffer: copy it to keep it)."""
+        return self._input
 
     def _rank(self, raw: np.ndarray) -> tuple[Prediction, ...]:
         # dequantisation is monotonic (scale > 0): rank the raw values, dequantise only the k reported

@@ -101,9 +101,13 @@ def gray_plane(pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]] = N
         if size is None:
             raise FrameError("a YUV420 frame needs its (width, height); the buffer rows are padded")
         w, h = size
+        if w < 1 or h < 1:
+            raise FrameError(f"a YUV420 frame needs a positive (width, height). Got: {size}")
         if len(shape) != 2 or shape[0] != h * 3 // 2 or shape[1] < w or h % 2 or w % 2 or shape[1] % 2:
             raise FrameError(f"a {w}x{h} YUV420 buffer must be [{h * 3 // 2}, even stride >= {w}], width and height even. Got: shape {shape}")
         return pixels[:h, :w]
+    if len(shape) >= 2 and 0 in shape[:2]:
+        raise FrameError(f"a {fmt} frame must be at least 1x1 pixels. Got: shape {shape}")
     if fmt == "GRAY":
         if len(shape) == 3 and shape[2] == 1:
             return pixels[:, :, 0]

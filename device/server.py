@@ -1,20 +1,36 @@
-"""The daemon's HTTP face, on 127.0.0.1 only: /healthz, /stats, /metrics, /latest.
+"""The daemon's HTTP face, on 127.0.0.1 only: /healthz, /stats, /metrics, /latest, and the live page.
 
-Standard library ``http.server`` in a thread; the daemon passes in a ``StatusProvider``.
-Reach it from another machine through an SSH tunnel, never by binding a public address.
+Standard library ``http.server`` in a thread; the daemon passes in a ``StatusProvider`` and,
+for the page (``/``, ``/events``, ``/page.json``, ``/frame.png``, ``/input.png``), a
+``PageProvider`` (``device.page.Page``). Reach it from another machine through an SSH tunnel,
+never by binding a public address. The page's routes answer only requests addressed to
+127.0.0.1 or localhost (``Host`` header), so a web page elsewhere cannot read the camera
+through a DNS-rebinding name that resolves to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Generator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
+from urllib.parse import parse_qs
 
 from device.errors import ServerError
 
 HOST = "127.0.0.1"
 ENDPOINTS = ("/healthz", "/stats", "/metrics", "/latest")
+PAGE_ENDPOINTS = ("/", "/events", "/page.json", "/frame.png", "/input.png")
+LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
+IMAGE_WAIT_S = 1.0  # a request for images waits this long for the pipeline to keep a frame
+
+
+def local_host(header: Optional[str]) -> bool:
+    """True when a ``Host`` header names this machine's loopback (127.0.0.1, localhost, [::1]), any port."""
+    host = (header or HOST).strip().lower()
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return name in LOCAL_NAMES
 
 
 class StatusProvider(Protocol):
@@ -37,9 +53,40 @@ class StatusProvider(Protocol):
         ...
 
 
+class PageProvider(Protocol):
+    """What the HTTP server asks the live page for (``device.page.Page``)."""
+
+    def html(self) -> bytes:
+        """The page."""
+        ...
+
+    def state(self, images: tuple[str, ...] = ..., history_after: Optional[float] = ...) -> dict[str, Any]:
+        """The /page.json document."""
+        ...
+
+    def image(self, kind: str) -> tuple[Optional[bytes], str]:
+        """(PNG or None, note) of ``frame`` or ``input``."""
+        ...
+
+    def touch(self) -> None:
+        """Somebody wants images."""
+        ...
+
+    def wait_kept(self, timeout_s: float) -> bool:
+        """Wait for a kept frame."""
+        ...
+
+    def events(self, stop: threading.Event) -> Generator[bytes, None, None]:
+        """An event stream until ``stop``."""
+        ...
+
+
 class _Handler(BaseHTTPRequestHandler):
     provider: StatusProvider  # set on the subclass made per server
+    page: Optional[PageProvider]
+    stopping: threading.Event
     server_version = "edgekit-device"
+    timeout = 30.0  # a client that stops reading an event stream frees its thread after this
 
     def log_message(self, format: str, *args: Any) -> None:  # requests are not worth a log line each
         pass
@@ -56,12 +103,65 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, code: int, doc: Any) -> None:
         self._send(code, (json.dumps(doc, indent=1) + "\n").encode(), "application/json")
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+
+    def _page(self, path: str, query: dict[str, list[str]]) -> None:
+        page = self.page
+        if page is None:
+            self._json(404, {"error": f"no endpoint {path}: this server has no page", "endpoints": list(ENDPOINTS)})
+            return
+        if not local_host(self.headers.get("Host")):
+            port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET (host, port) pair
+            self._json(403, {"error": f"the page answers requests for 127.0.0.1 or localhost only, not {self.headers.get('Host')!r}; "
+                             f"reach it through an SSH tunnel (`ssh -L {port}:127.0.0.1:{port} pi@HOST`)"})
+            return
+        if path == "/":
+            self._send(200, page.html(), "text/html; charset=utf-8")
+        elif path == "/events":
+            self._events(page)
+        elif path == "/page.json":
+            kinds = tuple(k for k in ",".join(query.get("images", ["frame,input"])).split(",") if k in ("frame", "input"))
+            history = query.get("history", ["1"])[0] not in ("0", "no", "false")
+            if kinds:
+                page.touch()
+                page.wait_kept(IMAGE_WAIT_S)
+            self._json(200, page.state(kinds, 0.0 if history else None))
+        else:
+            page.touch()
+            page.wait_kept(IMAGE_WAIT_S)
+            png, note = page.image(path[1:-len(".png")])
+            if png is None:
+                self._json(503, {"error": note})
+            else:
+                self._send(200, png, "image/png")
+
+    def _events(self, page: PageProvider) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Accel-Buffering", "no")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        stream = page.events(self.stopping)
         try:
-            if path == "/healthz":
+            for chunk in stream:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            pass  # the page was closed
+        finally:
+            stream.close()  # leaves Page.watching(): no more frames kept for this viewer
+        self.close_connection = True
+
+    def do_GET(self) -> None:
+        path, _, qs = self.path.partition("?")
+        path = path.rstrip("/") or "/"
+        try:
+            if path in PAGE_ENDPOINTS:
+                self._page(path, parse_qs(qs))
+            elif path == "/healthz":
                 ok, reason = self.provider.health()
-                self._json(200 if ok else 503, {"status": "ok" if ok else "starting", "reason": reason})
+                self._json(200 if ok else 503, {"status": "ok" if ok else "unhealthy", "reason": reason})
             elif path == "/stats":
                 self._json(200, self.provider.stats())
             elif path == "/metrics":
@@ -69,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/latest":
                 self._json(200, self.provider.latest())
             else:
-                self._json(404, {"error": f"no endpoint {path}", "endpoints": list(ENDPOINTS)})
+                self._json(404, {"error": f"no endpoint {path}", "endpoints": list(ENDPOINTS + PAGE_ENDPOINTS)})
         except Exception as e:  # a bug in a report must not take the daemon down
             self._json(500, {"error": f"{type(e).__name__}: {e}"})
 
@@ -79,8 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
 class StatusServer:
     """A threaded HTTP server bound to 127.0.0.1; ``port=0`` picks a free port (see ``.port``)."""
 
-    def __init__(self, provider: StatusProvider, port: int = 8321):
-        handler = type("Handler", (_Handler,), {"provider": provider})
+    def __init__(self, provider: StatusProvider, port: int = 8321, page: Optional[PageProvider] = None):
+        self.stopping = threading.Event()  # ends open event streams on close()
+        handler = type("Handler", (_Handler,), {"provider": provider, "page": page, "stopping": self.stopping})
         try:
             self.httpd = ThreadingHTTPServer((HOST, port), handler)
         except OSError as e:
@@ -103,5 +204,6 @@ class StatusServer:
 
     def close(self) -> None:
         """Stop serving and release the port."""
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -14,8 +14,13 @@ import numpy as np
 
 from device.pipeline import STAGES, Result
 
-# Histogram upper bounds in seconds: 25 µs … 1 s, covering invoke on x86 up to a stalled camera.
-BUCKETS_S = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Histogram upper bounds in seconds: the E6 series (1, 1.5, 2.2, 3.3, 4.7, 6.8 per decade) from
+# 10 µs to 680 ms, then 1, 2 and 5 s. Up to 1 s neighbouring bounds are at most 1.5x apart, so a
+# quantile read from the histogram (Prometheus's histogram_quantile) is within that factor, from
+# an int8 invoke on x86 (tens of µs) to a Pi Zero's (tens of ms); 2 and 5 s catch a camera
+# stalling up to its 2 s timeout and beyond.
+_E6 = (1.0, 1.5, 2.2, 3.3, 4.7, 6.8)
+BUCKETS_S = (*(float(f"{m}e{e}") for e in range(-5, 0) for m in _E6), 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,17 @@ class Stats:
         with self._lock:
             return self.frames, dict(self.errors)
 
+    def since(self, t_s: float) -> tuple[float, np.ndarray]:
+        """(clock now, stage latencies in ns [n, stages]) of the frames in the window added after clock time ``t_s``."""
+        rows: list[tuple[int, ...]] = []
+        with self._lock:
+            now = self._clock()
+            for t, ns in reversed(self._recent):  # newest first: stops at the first old frame
+                if t <= t_s:
+                    break
+                rows.append(ns)
+        return now, np.asarray(rows[::-1], dtype=np.int64).reshape(-1, len(STAGES))
+
     def histogram_copy(self) -> dict[str, Histogram]:
         """A consistent copy of the histograms for exposition."""
         with self._lock:
@@ -139,8 +155,17 @@ class Stats:
             return out
 
 
-def prometheus_text(stats: Stats, info: dict[str, str], gauges: Optional[dict[str, tuple[str, float]]] = None) -> str:
-    """Prometheus text exposition (format 0.0.4): latency histograms, counters and gauges."""
+def prometheus_text(
+    stats: Stats,
+    info: dict[str, str],
+    gauges: Optional[dict[str, tuple[str, float]]] = None,
+    counters: Optional[dict[str, tuple[str, float]]] = None,
+) -> str:
+    """Prometheus text exposition (format 0.0.4): latency histograms, counters and gauges.
+
+    ``gauges`` and ``counters`` map a name (after ``edgekit_``; counters end in ``_total``) to
+    (help text, value).
+    """
     frames, errors = stats.counters()  # not snapshot(): /metrics needs no window percentiles
     lines = [
         "# HELP edgekit_info Model and runtime of this daemon.",
@@ -163,8 +188,9 @@ def prometheus_text(stats: Stats, info: dict[str, str], gauges: Optional[dict[st
             lines.append(f'edgekit_stage_latency_seconds_bucket{{stage="{stage}",le="{le}"}} {c}')
         lines.append(f'edgekit_stage_latency_seconds_sum{{stage="{stage}"}} {h.sum_s:.9f}')
         lines.append(f'edgekit_stage_latency_seconds_count{{stage="{stage}"}} {h.count}')
-    for name, (help_text, value) in sorted((gauges or {}).items()):
-        lines += [f"# HELP edgekit_{name} {help_text}", f"# TYPE edgekit_{name} gauge", f"edgekit_{name} {value}"]
+    for kind, family in (("counter", counters), ("gauge", gauges)):
+        for name, (help_text, value) in sorted((family or {}).items()):
+            lines += [f"# HELP edgekit_{name} {help_text}", f"# TYPE edgekit_{name} {kind}", f"edgekit_{name} {value}"]
     return "\n".join(lines) + "\n"
 
 

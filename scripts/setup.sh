@@ -12,7 +12,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # openssh-server: the deploy tests run real sshd "Pis" on 127.0.0.1.
 # systemd: systemd-analyze verifies the device's unit file (systemd need not run).
 # debootstrap, qemu-user-static, binfmt-support: the emulated arm64 Raspberry Pi OS target (tests -m arm64).
-APT_PACKAGES=(dataset-fashion-mnist openssh-server systemd debootstrap qemu-user-static binfmt-support)
+# chromium: the browser the page tests drive through Playwright (never `playwright install`).
+# prometheus: the real Prometheus (and promtool) the metrics and alert-rule tests run.
+APT_PACKAGES=(dataset-fashion-mnist openssh-server systemd debootstrap qemu-user-static binfmt-support chromium prometheus)
 
 if [ -z "${EDGEKIT_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
   missing=()

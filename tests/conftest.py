@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT_EPOCHS = 1
 ARTIFACT_TRAIN_LIMIT = 12_000
+STALE_CACHE_S = 24 * 3600.0
 CACHE_ROOT = Path(os.environ.get("EDGEKIT_CACHE", "~/.cache/edgekit")).expanduser()
 
 
@@ -55,8 +57,9 @@ def artifacts(tfds_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         if os.environ.get("EDGEKIT_NO_CACHE") and cached.exists():
             shutil.rmtree(cached)
         if not (cached / "manifest.json").is_file():
-            for old in CACHE_ROOT.glob("artifacts-*"):  # stale keys: code changed since
-                shutil.rmtree(old, ignore_errors=True)
+            for old in CACHE_ROOT.glob("artifacts-*"):  # stale keys: code changed since (a day, so parallel checkouts keep theirs)
+                if time.time() - old.stat().st_mtime > STALE_CACHE_S:
+                    shutil.rmtree(old, ignore_errors=True)
             run_pipeline(cached, epochs=ARTIFACT_EPOCHS, train_limit=ARTIFACT_TRAIN_LIMIT, tfds_dir=tfds_dir, progress=False)
         fcntl.flock(lock, fcntl.LOCK_UN)
     copy = tmp_path_factory.mktemp("artifacts") / "out"

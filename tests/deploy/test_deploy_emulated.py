@@ -15,7 +15,6 @@ from deploy.bench import BenchResult, format_bench
 from deploy.status import StatusRow, format_status
 from device.hardware import EMULATED_ENV, arch_family, detect_emulation, read_hardware
 
-AGENT = Path(__file__).resolve().parents[2] / "deploy" / "agent.py"
 EMU = "qemu-user-aarch64"
 
 
@@ -61,16 +60,20 @@ def test_read_hardware_records_emulation(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def _agent_status(tmp_path: Path, env: dict[str, str]) -> dict:
+    from deploy.agent.build import artifact
+
+    pyz = tmp_path / artifact().filename
+    pyz.write_bytes(artifact().data)
     clean = {k: v for k, v in os.environ.items() if k != EMULATED_ENV}
-    p = subprocess.run([sys.executable, str(AGENT), "status", "--dir", str(tmp_path / "kit")], capture_output=True, text=True,
-                       timeout=60, env={**clean, **env})
+    p = subprocess.run([sys.executable, "-E", "-s", str(pyz), "status", "--dir", str(tmp_path / "kit")], capture_output=True,
+                       text=True, timeout=60, env={**clean, **env})
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def test_agent_reports_the_session_as_emulated(tmp_path: Path) -> None:
     assert _agent_status(tmp_path, {EMULATED_ENV: EMU})["emulated"] == EMU
-    # Here (not emulated) the stdlib-only agent agrees with device.hardware.
+    # Here (not emulated) the agent agrees with device.hardware: it imports it (bundled in its zipapp).
     assert _agent_status(tmp_path, {})["emulated"] == read_hardware("/", environ={}).emulated
 
 

@@ -128,3 +128,67 @@ def test_two_hosts_at_once(make_pi: Callable[..., SSHServer], deploy_artifacts: 
     assert [(r["host"], r["ok"]) for r in data] == [("pi_a", True), ("pi_b", True), ("pi_dead", False)]
     assert "connection refused" in data[2]["summary"]
     assert all(r["result"]["frames"] > 0 and r["result"]["latency_ms"]["invoke"]["p50_ms"] > 0 for r in data[:2])
+
+
+def test_health_checks_bypass_a_proxy_set_on_the_device(make_pi: Callable[..., SSHServer], deploy_artifacts: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The device's sessions have http_proxy pointing at a dead port: loopback health checks must not use it."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    pi = make_pi(extra_config=[f"SetEnv http_proxy={dead} HTTP_PROXY={dead} https_proxy={dead} all_proxy={dead}"])
+    code, data, _ = run_cli(capsys, "push", *pi.target.cli_args(), "--artifacts", str(deploy_artifacts),
+                            "--supervisor", "process", "--health-timeout-s", "20")
+    assert code == 0, data
+    assert data[0]["result"]["frames"] > 0
+    code, data, _ = run_cli(capsys, "status", *pi.target.cli_args())
+    assert code == 0 and data[0]["result"]["frames"] > 0 and data[0]["result"]["error"] is None
+
+
+def test_a_dropped_connection_during_rollback_keeps_the_first_cause(make_pi: Callable[..., SSHServer],
+                                                                    deploy_artifacts: Path) -> None:
+    pi = make_pi()
+    base = [*pi.target.cli_args(), "--artifacts", str(deploy_artifacts), "--supervisor", "process", "--no-progress", "--json"]
+    p = run_cli_process("push", *base, "--variant", "int8")
+    assert p.returncode == 0, p.stdout + p.stderr
+    good = current_id(pi)
+    # A release that cannot become healthy, and the SSH connection lost as the rollback starts.
+    p = run_cli_process("push", *base, "--variant", "float32", "--source", "folder:/nonexistent", "--health-timeout-s", "4",
+                        env={"EDGEKIT_DEPLOY_FAULT": "rollback=drop"})
+    row = json.loads(p.stdout)[0]
+    msg = row["summary"]
+    assert p.returncode == 1 and row["error_type"] == "HealthError", row
+    first = msg.index("was not healthy within 4 s")  # the first cause comes first
+    assert msg.startswith("release ") and " failed after the switch: the daemon of release " in msg
+    rollback = msg.index("Rollback: it did not finish (nothing done)")
+    assert first < rollback and "lost the connection" in msg[rollback:] and "deploy rollback" in msg[rollback:]
+    assert "\n" not in msg and "Traceback" not in p.stdout + p.stderr
+    # The device is left on the failed release (the rollback never ran); `deploy rollback` finishes the job.
+    assert current_id(pi) != good
+    p = run_cli_process("rollback", *pi.target.cli_args(), "--json")
+    assert p.returncode == 0, p.stdout
+    assert current_id(pi) == good == assert_current_complete(pi)
+
+
+def test_wait_checks_the_release_it_was_given(make_pi: Callable[..., SSHServer], deploy_artifacts: Path) -> None:
+    """`wait --id X` when current is Y fails at once ("superseded"), instead of waiting on (or rolling back) Y."""
+    pi = make_pi()
+    p = run_cli_process("push", *pi.target.cli_args(), "--artifacts", str(deploy_artifacts), "--supervisor", "process",
+                        "--json")
+    assert p.returncode == 0, p.stdout
+    rid = json.loads(p.stdout)[0]["result"]["release"]
+    from deploy.connect import ConnectOptions, connect
+    from deploy.errors import HealthError
+    from deploy.remote import Device
+    from deploy.supervisor import wait_healthy
+    from deploy.targets import parse_host
+
+    t = pi.target
+    target = parse_host(t.spec, identity=t.identity, remote_dir=t.remote_dir, python=t.python, daemon_port=t.daemon_port)
+    device = Device(connect(target, ConnectOptions(known_hosts=t.known_hosts)), target)
+    try:
+        assert wait_healthy(device, rid, 20)["release"] == rid
+        other = "ab" * 6
+        with pytest.raises(HealthError, match=f"current is {rid}, not {other}") as e:
+            wait_healthy(device, other, 20)
+        assert e.value.answer["kind"] == "superseded"
+    finally:
+        device.close()

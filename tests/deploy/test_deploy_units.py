@@ -107,8 +107,9 @@ def test_release_id_is_content_hash(deploy_artifacts: Path, tmp_path: Path) -> N
     assert build_release(deploy_artifacts, ReleaseConfig(variant="int8", port=8687, runtime="ai-edge-litert"), "numpy\n").id != a.id
     assert build_release(deploy_artifacts, cfg, "numpy<2\n").id != a.id
     names = {f.name for f in a.files}
-    assert {"model/manifest.json", "model/model_int8.tflite", "model/golden.npz", "code/edgekit_agent.py",
-            "config.json", "requirements.txt", "code/device/engine.py"} <= names
+    assert {"model/manifest.json", "model/model_int8.tflite", "model/golden.npz", "config.json", "requirements.txt",
+            "code/device/engine.py", "code/device/golden.py"} <= names
+    assert not any("agent" in n for n in names)  # the agent ships once per version to bin/, not in every release
     assert "model/model_float32.tflite" not in names  # only the chosen variant ships
     assert not any("__pycache__" in n for n in names)
     assert len(device_code_files()) >= 5
@@ -133,17 +134,6 @@ def test_deploy_does_not_import_tensorflow() -> None:
             "print('ok')")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
-
-
-def test_agent_is_stdlib_only() -> None:
-    """The agent runs with the device's bare python3: importing it must need nothing outside the stdlib."""
-    agent = Path(__file__).resolve().parents[2] / "deploy" / "agent.py"
-    code = ("import sys\n"
-            "for m in ('numpy', 'fabric', 'paramiko', 'device', 'deploy', 'tensorflow'): sys.modules[m] = None\n"
-            "import runpy; sys.argv = ['agent', '--help']\n"
-            f"runpy.run_path({str(agent)!r}, run_name='__main__')\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and "probe" in p.stdout, p.stderr
 
 
 def test_cli_bad_input_is_a_clear_error(tmp_path: Path) -> None:
@@ -179,7 +169,8 @@ def test_every_command_fails_in_one_clear_line(fault: str, deploy_artifacts: Pat
     from deploy.cli import COMMANDS, main
     from deploy.testing import free_port
 
-    assert {c[0] for c in CLI_COMMANDS} == set(COMMANDS)
+    # dashboard keeps running and shows these faults on the device's card (tests/deploy/test_dashboard.py)
+    assert {c[0] for c in CLI_COMMANDS} | {"dashboard"} == set(COMMANDS)
     host, extra, want = {
         "refused": (f"root@127.0.0.1:{free_port()}", [], "connection refused"),
         "dns": ("root@no-such-host.invalid", [], "cannot resolve host 'no-such-host.invalid'"),
@@ -210,64 +201,115 @@ def test_missing_artifacts_dir_is_refused_before_connecting(command: str, tmp_pa
     assert err.startswith(f"error: --artifacts {missing}: no manifest") and "python -m host run" in err
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_unit_rendered_from_the_device_template_verifies(tmp_path: Path) -> None:
-    """--supervisor systemd fills the device package's unit template for the release; systemd-analyze accepts it."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
-    try:
-        import agent  # the stdlib-only script as it runs on the device
-    finally:
-        sys.path.pop(0)
-    root = tmp_path / "kit"
-    rel = root / "releases" / "abc123"
+def _release_dir(root: Path, rid: str, config: dict[str, Any]) -> Path:
+    """A verified release dir with the device code, a config and a venv link (what the agent leaves)."""
+    rel = root / "releases" / rid
     shutil.copytree(Path(__file__).resolve().parents[2] / "device", rel / "code" / "device",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    lay = agent.Layout(str(root))
+    (rel / "config.json").write_text(json.dumps(config))
+    (rel / ".verified").write_text("{}")
+    venv_bin = root / "venvs" / "0123456789abcdef" / "bin"
+    venv_bin.mkdir(parents=True, exist_ok=True)
+    if not (venv_bin / "python").exists():
+        (venv_bin / "python").symlink_to(sys.executable)
+    (rel / "venv").symlink_to("../../venvs/0123456789abcdef")
+    return rel
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("dirname", ["kit", "my kit %h $HOME"])
+def test_systemd_unit_for_a_release_verifies(tmp_path: Path, dirname: str) -> None:
+    """The agent fills the device template for one release; systemd-analyze accepts it, also for a remote dir
+    with a space, a specifier and a dollar (quoted and escaped per systemd.syntax), with no warning."""
+    from deploy.agent import systemd
+    from deploy.agent.layout import Layout
+
+    root = tmp_path / dirname
+    rid = "abc123abc123"
+    rel = _release_dir(root, rid, {"variant": "float16", "port": 9123, "source": "synthetic", "runtime": "ai-edge-litert"})
+    lay = Layout(str(root))
     lay.ensure()
-    (root / "current").symlink_to("releases/abc123")
-    text = agent.render_unit(lay, rel, {"variant": "float16", "port": 9123, "source": "synthetic", "runtime": "ai-edge-litert"},
-                             "root")
+    text = systemd.render(lay, rid, user="root")
     assert "@" not in text.replace("127.0.0.1:9123", "")
     exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-    assert f"--manifest {root}/current/model/manifest.json" in exec_line and "--variant float16" in exec_line
-    assert exec_line.endswith("--runtime ai-edge-litert") and "--port 9123" in exec_line
-    assert f"Environment=PYTHONPATH={root}/current/code" in text
+    assert "--variant float16" in exec_line and exec_line.endswith("--runtime ai-edge-litert") and "--port 9123" in exec_line
+    assert "Group=root" in text  # root's primary group, looked up
+    if " " in dirname:
+        # Whole words quoted, % and $ doubled: systemd would otherwise split the path and expand %h / $HOME.
+        esc = str(root).replace("%", "%%")
+        assert f'ExecStart="{esc}/releases/{rid}/venv/bin/python" -m device run' in exec_line
+        assert f'--manifest "{esc.replace("$", "$$")}/releases/{rid}/model/manifest.json"' in exec_line
+        assert f'"PYTHONPATH={esc}/releases/{rid}/code"' in text
+        assert f"WorkingDirectory={esc}/releases/{rid}\n" in text
+    else:
+        assert f"--manifest {rel}/model/manifest.json" in exec_line and f"PYTHONPATH={rel}/code" in text
     unit = tmp_path / "edgekit-test.service"
     unit.write_text(text)
     p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 0 and unit.name not in p.stderr, p.stderr
+    if " " in dirname:  # the same unit without the quoting is refused: the test can fail
+        bad = tmp_path / "edgekit-bad.service"
+        bad.write_text(text.replace('"', "").replace("%%", "%"))
+        p = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 or bad.name in p.stderr
 
 
-def _agent_module() -> Any:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
+def test_unit_group_is_the_users_primary_group() -> None:
+    import grp
+    import pwd
+
+    from device.service import primary_group
+
+    for user in pwd.getpwall()[:20]:
+        try:
+            want = grp.getgrgid(user.pw_gid).gr_name
+        except KeyError:
+            continue
+        assert primary_group(user.pw_name) == want
+    # A user whose primary group is not named after it (Debian: "sync" is in group "nogroup", "games" in "users").
+    mismatched = [u for u in pwd.getpwall() if (g := _group_name(u.pw_gid)) is not None and g != u.pw_name]
+    assert mismatched, "no user whose primary group differs from its name on this machine"
+    assert primary_group(mismatched[0].pw_name) != mismatched[0].pw_name
+    with pytest.raises(ValueError, match="no user"):
+        primary_group("no-such-user-edgekit")
+
+
+def _group_name(gid: int) -> Any:
+    import grp
+
     try:
-        import agent
-    finally:
-        sys.path.pop(0)
-    return agent
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
 
 
 def test_switch_is_atomic_and_prune_keeps_current_and_previous(tmp_path: Path) -> None:
     import os
 
-    agent = _agent_module()
-    lay = agent.Layout(str(tmp_path / "kit"))
+    from deploy.agent import releases
+    from deploy.agent.errors import AgentError
+    from deploy.agent.layout import VERIFIED_MARKER, Layout
+
+    lay = Layout(str(tmp_path / "kit"))
     lay.ensure()
-    ids = [f"r{i}" for i in range(6)]
+    ids = [f"{i:x}" * 12 for i in range(6)]
     for i, rid in enumerate(ids):
-        (lay.releases / rid).mkdir()
-        marker = lay.releases / rid / agent.VERIFIED_MARKER
-        marker.write_text("{}")
+        _release_dir(lay.root, rid, {"variant": "int8", "port": 1})
+        marker = lay.releases / rid / VERIFIED_MARKER
         os.utime(marker, (1000 + i, 1000 + i))  # verification order
-    (lay.releases / "half").mkdir()  # no marker: never listed, never a switch target
-    for rid in ("r1", "r0", "r3"):  # r3 current, r0 before it
-        agent._switch(lay, rid)
-    assert os.readlink(lay.current) == "releases/r3" and lay.current_id() == "r3"
-    with pytest.raises(agent.AgentError, match="not on the device"):
-        agent._switch(lay, "half")
-    assert lay.current_id() == "r3"
-    removed = agent._prune(lay, keep=2)
-    left = sorted(p.name for p in lay.releases.iterdir() if p.name != "half")
-    # The newest two (r4, r5) stay, and so do current (r3) and the previous one (r0), whatever their age.
-    assert left == ["r0", "r3", "r4", "r5"] and sorted(removed) == ["r1", "r2"]
+    half = "f" * 12
+    (lay.releases / half).mkdir()  # no marker: never listed, never a switch target
+    for rid in (ids[1], ids[0], ids[3]):  # ids[3] current, ids[0] before it
+        releases.switch(lay, rid)
+    assert os.readlink(lay.current) == f"releases/{ids[3]}" and lay.current_id() == ids[3]
+    with pytest.raises(AgentError, match="not on the device"):
+        releases.switch(lay, half)
+    with pytest.raises(AgentError, match="not a release id"):
+        releases.switch(lay, "../../etc")
+    assert lay.current_id() == ids[3]
+    removed = releases.prune(lay, keep=2)
+    left = sorted(p.name for p in lay.releases.iterdir() if p.name != half)
+    # The newest two stay, and so do current and the previous one, whatever their age.
+    assert left == sorted([ids[0], ids[3], ids[4], ids[5]]) and sorted(removed) == sorted([ids[1], ids[2]])
     assert not list(lay.root.glob(".current.*"))  # no temporary link left behind
+    assert json.loads(lay.history.read_text()) == [ids[1], ids[0], ids[3]]

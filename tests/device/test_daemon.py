@@ -18,7 +18,7 @@ from device.bench import run_bench
 from device.daemon import EXIT_SOURCE_FAILED, Daemon, DaemonConfig, DropOldestQueue
 from device.engine import open_engine
 from device.fake_picamera2 import FakePicamera2
-from device.frames import CameraConfig, Frame, FrameSource, SyntheticSource
+from device.frames import CameraConfig, Frame, SyntheticSource
 from device.manifest import Manifest
 from device.pi_camera import PiCameraSource
 from device.pipeline import Pipeline
@@ -47,10 +47,10 @@ def test_camera_that_keeps_timing_out_makes_the_daemon_exit_non_zero(manifest: M
     opened: list[FakePicamera2] = []
 
     def cam() -> FakePicamera2:
-        opened.append(FakePicamera2(images=np.zeros((1, 28, 28), np.uint8), timeout_every=1))
+        opened.append(FakePicamera2(images=np.zeros((1, 28, 28), np.uint8), stall_after=0))
         return opened[-1]
 
-    d = _daemon(manifest, lambda: PiCameraSource(CameraConfig(), factory=cam), tmp_path, max_failures=4)
+    d = _daemon(manifest, lambda: PiCameraSource(CameraConfig(timeout_s=0.05), factory=cam), tmp_path, max_failures=4)
     t0 = time.monotonic()
     assert d.run() == EXIT_SOURCE_FAILED
     assert time.monotonic() - t0 < 5
@@ -59,36 +59,37 @@ def test_camera_that_keeps_timing_out_makes_the_daemon_exit_non_zero(manifest: M
 
 
 def test_occasional_timeouts_are_survived_and_bad_frames_skipped(manifest: Manifest, tmp_path: Path) -> None:
+    """Each camera stalls after 9 frames (its capture times out: picamera2's wait=), every 5th frame is cut short."""
     images = np.load(manifest.golden_path())["images"][:8]
+    cams: list[FakePicamera2] = []
+    delivered = [0]
 
     class Flaky:
-        """Every 5th frame has the wrong shape; stop after 40 reads."""
-
         def __init__(self) -> None:
-            self.inner = SyntheticSource(images, None, CameraConfig())
-            self.n = 0
+            cams.append(FakePicamera2(images=images, stall_after=9))
+            self.inner = PiCameraSource(CameraConfig(timeout_s=0.05), factory=lambda: cams[-1])
 
         def read(self) -> Frame:
-            self.n += 1
-            if self.n >= 40:
+            f = self.inner.read()  # the 10th read of each camera raises CameraTimeout after 0.05 s
+            delivered[0] += 1
+            if delivered[0] == 45:  # the 9th frame of the 5th camera
                 d.request_stop()
-            f = self.inner.read()
-            if self.n % 5 == 0:
+            if delivered[0] % 5 == 0:
                 return Frame(f.pixels[:10], f.fmt, f.seq, f.timestamp_ns, f.name, size=f.size)
             return f
 
         def close(self) -> None:
-            pass
+            self.inner.close()
 
-    src: FrameSource = Flaky()
-    d = _daemon(manifest, lambda: src, tmp_path)
+    d = _daemon(manifest, Flaky, tmp_path, max_failures=2)
     assert d.run() == 0
     snap = d.stats.snapshot()
-    assert snap["errors"] == {"bad_frame": 8} and snap["frames"] == 32
+    assert snap["errors"] == {"camera_timeout": 4, "bad_frame": 9} and snap["frames"] == 36
+    assert len(cams) == 5 and all(c.closed for c in cams)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 32
+    assert len(lines) == 36
     rec = json.loads(lines[0])
-    assert rec["frame"].startswith("synthetic-") and len(rec["top"]) == 3 and set(rec["latency_ms"]) >= {"invoke", "total"}
+    assert rec["frame"].startswith("frame-") and len(rec["top"]) == 3 and set(rec["latency_ms"]) >= {"invoke", "total"}
 
 
 @pytest.mark.slow

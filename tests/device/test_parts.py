@@ -80,7 +80,7 @@ def test_fake_camera_quirks_and_pi_camera_source(manifest) -> None:  # type: ign
     assert main.shape == (480, 640, 3) and lores.shape == (126, cfg["lores"]["stride"])
     assert main[0, 0, 0] < main[0, 0, 2]  # warm tint: red is the last byte (B,G,R order)
     cam.close()
-    src = PiCameraSource(CameraConfig(), factory=lambda: FakePicamera2(images=images, timeout_every=3))
+    src = PiCameraSource(CameraConfig(timeout_s=0.05), factory=lambda: FakePicamera2(images=images, stall_after=2))
     f1, f2 = src.read(), src.read()
     assert f1.fmt == "YUV420" and f1.size == (112, 84) and f2.seq == 2
     with pytest.raises(CameraTimeout):

@@ -164,6 +164,24 @@ def _frames() -> list[tuple[np.ndarray, str, object]]:
     return out
 
 
+def _layouts(picture: np.ndarray) -> list[tuple[str, np.ndarray, str, object]]:
+    """One grey picture in the memory layouts a frame arrives in: the same pixels every time."""
+    h, w = picture.shape
+    wide = np.full((h, w + 37), 99, np.uint8)
+    wide[:, 5 : 5 + w] = picture
+    out = [
+        ("contiguous", picture, "GRAY", None),
+        ("row-strided view", wide[:, 5 : 5 + w], "GRAY", None),
+        ("column-major", np.asfortranarray(picture), "GRAY", None),
+        ("[H, W, 1]", picture[:, :, None], "GRAY", None),
+        ("reversed twice", picture[::-1, ::-1].copy()[::-1, ::-1], "GRAY", None),
+    ]
+    if h % 2 == 0 and w % 2 == 0:
+        stride = scene.yuv420_stride(w)
+        yuv = np.full((h * 3 // 2, stride), 17, np.uint8)  # junk in the padding and the chroma
+        yuv[:h, :w] = picture
+        out.append(("YUV420 Y plane", yuv, "YUV420", (w, h)))
+    return out
 def exact_area_means(frame: np.ndarray, window: tuple[int, int, int, int], out: int) -> np.ndarray:
     """Reference: the mean of ``frame`` (float64, [h, w]) over each output cell of an integer window, by definition."""
     y0, y1, x0, x1 = window
@@ -200,7 +218,42 @@ def reference_grey(frame: np.ndarray, fmt: str, size: object, spec: TensorSpec) 
 
 
 @pytest.mark.parametrize("spec", [INT8, TensorSpec((1, 28, 28, 1), "float32"), TensorSpec((1, 28, 28, 1), "uint8", 1 / 255, 0)])
-def test_into_reuses_its_plan_and_keeps_the_arithmetic(spec: TensorSpec) -> None:
+def test_into_gives_the_same_tensor_for_every_layout_and_agrees_with_tensor(spec: TensorSpec) -> None:
+    """``into`` keeps a plan per geometry (running sums, strided adds, or the general path, chosen by
+    layout and block size); all must give the same bits, and ``tensor`` the same values to one count."""
+    rng = np.random.default_rng(7)
+    p = Preprocessor(spec=spec)
+    out = np.zeros(spec.shape, np.dtype(spec.dtype))
+    pictures = [garment(12), rng.integers(0, 256, size=(56, 74)).astype(np.uint8)]  # 1x1 and 2x2 blocks
+    for h, w in ((84, 112), (112, 150), (96, 128), (140, 141), (230, 300), (20, 25)):  # 3x3, 4x4, 5x5+, odd, upscale
+        scene_img = np.kron(garment(h + w), np.ones((h // 28 + 1, w // 28 + 1), np.uint8))[:h, :w]
+        pictures.append(np.clip(scene_img.astype(np.int16) + rng.integers(-20, 21, size=(h, w)), 0, 255).astype(np.uint8))
+    differing = 0
+    for picture in pictures + pictures[::-1]:  # geometry changes back and forth: plans are rebuilt
+        results = {}
+        for name, pixels, fmt, size in _layouts(picture):
+            fresh = Preprocessor(spec=spec)  # a plan made for this layout
+            fresh.into(pixels, fmt, size, out)  # type: ignore[arg-type]
+            results[name] = out.copy()
+            fresh.into(pixels, fmt, size, out)  # type: ignore[arg-type]  # the same plan, reused
+            np.testing.assert_array_equal(out, results[name], err_msg=f"{name} changed on reuse")
+            p.into(pixels, fmt, size, out)  # type: ignore[arg-type]  # a plan made for the layout before
+            np.testing.assert_array_equal(out, results[name], err_msg=f"{name} after another layout")
+        for name, got in results.items():
+            np.testing.assert_array_equal(got, results["contiguous"], err_msg=f"{name} vs contiguous, {picture.shape}")
+        want = p.tensor(picture, "GRAY")
+        np.testing.assert_array_equal(preprocess(picture, "GRAY", spec=spec), want)
+        diff = np.abs(results["contiguous"].astype(np.int64) - want.astype(np.int64)) if spec.quantized else None
+        if diff is None:  # float: the same arithmetic, bit for bit
+            np.testing.assert_array_equal(results["contiguous"], want)
+        else:  # into folds the scale into one multiply-add: a rounding tie may land one count away
+            assert diff.max() <= 1
+            differing += int((diff > 0).sum())
+    assert differing <= 0.005 * len(pictures) * 2 * 28 * 28
+
+
+@pytest.mark.parametrize("spec", [INT8, TensorSpec((1, 28, 28, 1), "float32"), TensorSpec((1, 28, 28, 1), "uint8", 1 / 255, 0)])
+def test_into_agrees_with_a_fresh_plan_and_with_the_contracts_definition(spec: TensorSpec) -> None:
     p = Preprocessor(spec=spec)
     out = np.zeros(spec.shape, np.dtype(spec.dtype))
     frames = _frames()
@@ -224,6 +277,21 @@ def test_grey_frame_for_a_colour_model_matches_the_grey_model_channel_by_channel
         assert rgb.shape == (28, 28, 3)
         for c in range(3):
             np.testing.assert_allclose(rgb[..., c], grey, atol=1e-6)
+
+
+@pytest.mark.parametrize("colour", [(14, 101, 155), (0, 0, 255), (200, 200, 200)])
+@pytest.mark.parametrize("shape", [(480, 640), (84, 112), (1, 1)])
+def test_a_flat_colour_frame_is_all_background_on_every_path(colour: tuple[int, int, int], shape: tuple[int, int]) -> None:
+    """A lens cap or a bare wall: colour block sums differ by a float ulp, which the stretch must not amplify."""
+    px = np.empty((*shape, 3), np.uint8)
+    px[...] = colour
+    for invert in ("auto", "on", "off"):
+        p = Preprocessor(spec=INT8, invert=invert)
+        img = p.image(px, "BGR")
+        assert np.unique(img).size == 1, (invert, np.unique(img))
+        out = np.zeros(INT8.shape, np.int8)
+        p.into(px, "BGR", None, out)
+        np.testing.assert_array_equal(out, p.tensor(px, "BGR"))
 
 
 def test_into_writes_through_a_non_contiguous_output() -> None:

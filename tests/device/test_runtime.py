@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -14,8 +13,8 @@ import pytest
 
 from device.engine import open_engine
 from device.errors import ModelError, RuntimeNotFound
-from device.manifest import Manifest, TensorSpec, load_manifest
-from device.runtime import install_hint, load_runtime
+from device.manifest import Manifest, load_manifest
+from device.runtime import RUNTIMES, install_hint, load_runtime
 
 
 def test_auto_picks_an_installed_runtime_and_reports_it() -> None:
@@ -24,9 +23,45 @@ def test_auto_picks_an_installed_runtime_and_reports_it() -> None:
     assert rt.version != "" and callable(rt.interpreter_class)
 
 
-def test_forced_runtime_that_is_missing_or_unknown_is_refused() -> None:
+def test_an_unknown_runtime_is_refused() -> None:
     with pytest.raises(RuntimeNotFound, match="unknown runtime"):
         load_runtime("onnx")
+
+
+# A finder that makes one runtime's import fail the way broken wheels do: missing, or built
+# against numpy 1 and imported under numpy 2 (which raises AttributeError, not ImportError).
+_BLOCK = """
+import sys
+class Broken:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == {top!r}:
+            raise {exc}
+        return None
+sys.meta_path.insert(0, Broken())
+sys.modules.pop({top!r}, None)
+from device.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "exc"),
+    [
+        ("ai-edge-litert", "ModuleNotFoundError(\"No module named 'ai_edge_litert'\")"),
+        ("ai-edge-litert", "AttributeError('_ARRAY_API not found')"),
+        ("tensorflow", "ModuleNotFoundError(\"No module named 'tensorflow'\")"),
+    ],
+)
+def test_a_forced_runtime_that_will_not_import_is_one_line_with_what_to_install(device_artifacts: Path, name: str, exc: str) -> None:
+    top = RUNTIMES[name].split(".")[0]
+    code = _BLOCK.format(top=top, exc=exc)
+    argv = ["bench", "--manifest", str(device_artifacts), "--runtime", name, "--runs", "1", "--warmup", "0", "--json"]
+    p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith("edgekit-device: error: no TFLite runtime could be imported") and name in lines[0]
+    assert exc.split("(")[0] in lines[0] and "pip install" in lines[0]
 
 
 def test_no_runtime_at_all_says_what_to_install() -> None:
@@ -79,6 +114,15 @@ def test_input_spec_that_differs_from_the_manifest_is_refused(device_artifacts: 
     (d / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="different runs"):
         open_engine(load_manifest(d), "int8")
-    m = load_manifest(device_artifacts)
-    bad = dataclasses.replace(m.variant("float32"), input=TensorSpec((1, 32, 32, 1), "float32"))
-    assert bad.input.shape != m.variant("float32").input.shape
+
+
+def test_a_manifest_input_shape_the_model_does_not_have_is_refused(device_artifacts: Path, tmp_path: Path) -> None:
+    d = _copy(device_artifacts, tmp_path / "s")
+    doc = json.loads((d / "manifest.json").read_text())
+    doc["preprocess"]["size"] = [32, 32]  # a consistent manifest, but not this model's
+    for v in doc["variants"].values():
+        v["input"]["shape"] = [1, 32, 32, 1]
+    doc["input"]["shape"] = [1, 32, 32, 1]
+    (d / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match=r"input is .*\[1, 28, 28, 1\].* manifest says .*\[1, 32, 32, 1\]"):
+        open_engine(load_manifest(d), "float32")

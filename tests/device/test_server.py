@@ -53,7 +53,7 @@ def test_binds_loopback_only_and_serves_endpoints(server) -> None:  # type: igno
     s, prov = server
     assert s.httpd.server_address[0] == "127.0.0.1" and s.port > 0
     code, _, body = get(s.url + "/healthz")
-    assert code == 503 and json.loads(body)["status"] == "starting"
+    assert code == 503 and json.loads(body)["status"] == "unhealthy"
     for i in range(50):
         prov.stats_.add(Result(i, f"f{i}", 0, (Prediction(1, "Trouser", 0.9),), (1000, 20000, 40000, 3000, 64000 + i * 1000), 1))
     prov.healthy = True
@@ -72,6 +72,7 @@ def test_binds_loopback_only_and_serves_endpoints(server) -> None:  # type: igno
     buckets = [ln for ln in body.splitlines() if ln.startswith('edgekit_stage_latency_seconds_bucket{stage="total"')]
     counts = [int(ln.rsplit(" ", 1)[1]) for ln in buckets]
     assert counts == sorted(counts) and counts[-1] == 50 and buckets[-1].count('le="+Inf"') == 1
-    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="5e-05"} 50' in body
+    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="3.3e-05"} 0' in body
+    assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="4.7e-05"} 50' in body
     code, _, body = get(s.url + "/nope")
     assert code == 404 and "/stats" in body

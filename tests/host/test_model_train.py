@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,10 +33,24 @@ def test_non_positive_epochs_are_refused(epochs: int) -> None:
         TrainConfig(epochs=epochs)
 
 
-def test_to_float_matches_the_device_normalisation() -> None:
-    x = np.arange(256, dtype=np.uint8)
-    f = to_float(x)
-    assert f.dtype == np.float32 and f[0] == 0.0 and f[-1] == 1.0
+def test_to_float_matches_the_device_preprocessing_of_fashion_mnist_framed_images(artifacts: Path) -> None:
+    """Host evaluation feeds ``to_float(images)``; the device feeds what ``device.preprocess`` makes of them.
+
+    They agree where the device's border-referenced stretch is the identity: a black border and
+    a brightest pixel of 255, as most Fashion-MNIST test images have.
+    """
+    from device.manifest import load_manifest
+    from device.preprocess import preprocess
+
+    manifest = load_manifest(artifacts)
+    with np.load(manifest.golden_path()) as z:
+        images = z["images"]
+    framed = [x for x in images if x.max() == 255 and not (x[0, 0] or x[0, -1] or x[-1, 0] or x[-1, -1])]
+    assert len(framed) >= 0.8 * len(images)
+    for x in framed:
+        f = to_float(x)
+        assert f.dtype == np.float32
+        np.testing.assert_allclose(f, preprocess(x, "GRAY", manifest.preprocess), rtol=0, atol=1e-6)
 
 
 def test_training_pipeline_augments_and_evaluation_pipeline_does_not() -> None:

@@ -1,0 +1,68 @@
+"""Every benchmark script runs end to end in its quick mode (figures checked for shape, never for speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str, timeout_s: float = 900) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    p = subprocess.run([sys.executable, str(BENCH / script), *args, "--quick", "--json"], capture_output=True, text=True,
+                       timeout=timeout_s, env=env, cwd=str(REPO))
+    assert p.returncode == 0, f"{script} exit {p.returncode}: {p.stderr[-2000:]}"
+    return json.loads(p.stdout)
+
+
+def test_every_bench_script_has_a_quick_mode_that_a_test_runs() -> None:
+    scripts = sorted(p.name for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text())
+    tests = [t.read_text() for t in (REPO / "tests").rglob("test_*.py")]
+    for name in scripts:
+        assert '"--quick"' in (BENCH / name).read_text(), f"{name} has no --quick mode"
+        assert any(name in t and '"--quick"' in t for t in tests), f"no test runs {name} --quick"
+
+
+def test_device_soak_quick(artifacts: Path) -> None:
+    r = _run("device_soak.py", "--manifest", str(artifacts / "manifest.json"))
+    assert r["seconds"] == 6.0 and r["frames_total"] > 0 and r["exit_code_after_sigterm"] == 0 and len(r["samples"]) >= 3
+
+
+def test_host_pipeline_quick(tfds_dir: Path, tmp_path: Path) -> None:
+    r = _run("host_pipeline.py", "--out", str(tmp_path / "out"))
+    assert r["epochs_run"] == 1 and set(r["variants"]) == {"float32", "dynamic", "float16", "int8"}
+    assert all(0 < v["accuracy"] <= 1 for v in r["variants"].values()) and (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_deploy_push_quick(artifacts: Path) -> None:
+    r = _run("deploy_push.py", "--artifacts", str(artifacts))
+    steps = {row["step"]: row for row in r["steps"]}
+    assert list(steps) == ["first push", "re-push, same release", "push second variant", "rollback"]
+    assert steps["first push"]["fsyncs"] > 0 and steps["first push"]["fsyncs_when_off"] == 0
+    assert steps["re-push, same release"]["fsyncs"] == 0  # nothing changes, nothing is synced
+    assert all(row["fsync_s"] > 0 and row["no_fsync_s"] > 0 for row in r["steps"])
+    assert r["agent_call_session_ms"] > 0 and r["agent_call_exec_ms"] > 0
+
+
+@pytest.mark.arm64
+def test_arm64_parity_quick(artifacts: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests" / "arm64"))
+    try:
+        from build_rootfs import binfmt_problem
+    finally:
+        sys.path.pop(0)
+    problem = binfmt_problem()
+    if problem:
+        pytest.skip(f"arm64 target unavailable: {problem}")
+    r = _run("arm64_parity.py", "--artifacts", str(artifacts), timeout_s=3600)
+    assert r["count"] == 50 and set(r["targets"]) and all("vs_golden" in e for e in r["targets"].values())
