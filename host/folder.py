@@ -9,7 +9,9 @@ Unreadable or truncated files are **skipped and counted, not refused**: one brok
 hundreds (an interrupted copy, a zero-byte file, a ``._`` file from a Mac) should not stop a
 training run, and nothing is silent: each is named in a warning and counted in report.md and
 the manifest. The loader runs as one tf.data pipeline with ``ignore_errors``; every element
-carries its index, so the indices missing from the output name the files that failed.
+carries its index, so the indices missing from the output name the files that failed. A file
+the system cannot open at all (permissions, a dangling link, an I/O error) is refused instead:
+that is a problem with the folder, not with one picture.
 
 Then ``host.split`` drops duplicates, groups bursts and splits 80 / 10 / 10 by content hash.
 """
@@ -170,7 +172,9 @@ def scan_files(root: Path, names: Sequence[str], progress: bool = True) -> list[
         try:
             out.append(_scan_file(root, name))
         except OSError as e:
-            raise DataError(f"cannot read {root / name}: {e}") from e
+            # not a damaged image but a file the system cannot open (permissions, a dangling link, an I/O
+            # error): refused, since skipping it would hide a problem with the folder, not with one picture
+            raise DataError(f"cannot open {root / name}: {e.strerror or e}; fix its permissions or link, or remove it") from e
     return out
 
 
