@@ -588,14 +588,12 @@ def _collect(args: argparse.Namespace, targets: list[Target]) -> int:
     from tqdm import tqdm
 
     from deploy.collect import collect
-    from device.labels import label_problem
+    from device.collect import CollectRequest
 
-    problem = label_problem(args.label)
-    if problem is not None:
-        raise DeployError(f"--label {args.label!r} is not a valid file name on the Pi: {problem}; choose another name")
-    if args.count < 1 or not 0 <= args.interval_s <= 3600 or not 16 <= args.view_px <= 4096:
-        raise DeployError(f"--count must be at least 1, --interval-s from 0 to 3600 and --view-px from 16 to 4096. "
-                          f"Got: {args.count}, {args.interval_s}, {args.view_px}")
+    try:
+        CollectRequest(args.label, args.count, args.interval_s, args.view_px)  # the device's own checks, before connecting
+    except ValueError as e:
+        raise DeployError(f"{e}") from None
 
     def fn(device: Any, i: int) -> HostResult:
         bar = tqdm(total=args.count, unit="frame", desc=f"{device.target.label} collect {args.label!r}", position=i,

@@ -267,8 +267,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _view_px(n: int) -> int:
-    if not 16 <= n <= 4096:
-        raise ValueError(f"--view-px must be from 16 to 4096 pixels. Got: {n}")
+    from device.collect import VIEW_PX_RANGE
+
+    if not VIEW_PX_RANGE[0] <= n <= VIEW_PX_RANGE[1]:
+        raise ValueError(f"--view-px must be from {VIEW_PX_RANGE[0]} to {VIEW_PX_RANGE[1]} pixels. Got: {n}")
     return n
 
 
@@ -281,7 +283,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from device.progress import Progress
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    req = CollectRequest(args.label, args.count, args.interval_s)
+    req = CollectRequest(args.label, args.count, args.interval_s, args.view_px)
     manifest = load_manifest(args.manifest)
     spec = manifest.variant(args.variant).input
     pre = Preprocessor(manifest.preprocess, spec, args.invert)

@@ -46,6 +46,7 @@ log = logging.getLogger("edgekit.collect")
 
 MAX_COUNT = 100_000
 MAX_INTERVAL_S = 3600.0
+VIEW_PX_RANGE = (16, 4096)
 MAX_FAILURES_IN_A_ROW = 3
 QUEUE_FRAMES = 4  # frames waiting for the writer; while it is full no new frame is taken
 STATES = ("idle", "running", "done", "failed", "cancelled")
@@ -57,14 +58,19 @@ class CollectBusy(Exception):
 
 @dataclass(frozen=True)
 class CollectRequest:
-    """One collection job: ``count`` frames of ``label``, one every ``interval_s`` seconds."""
+    """One collection job: ``count`` frames of ``label``, one every ``interval_s`` seconds (frame pictures ``view_px`` long)."""
 
     label: str
     count: int
     interval_s: float = 0.5
+    view_px: Optional[int] = None  # None: the collector's own
 
     def __post_init__(self) -> None:
         check_label(self.label)
+        lo, hi = VIEW_PX_RANGE
+        if self.view_px is not None and (isinstance(self.view_px, bool) or not isinstance(self.view_px, int)
+                                         or not lo <= self.view_px <= hi):
+            raise ValueError(f"view_px must be a whole number of pixels from {lo} to {hi}. Got: {self.view_px!r}")
         if not isinstance(self.count, int) or isinstance(self.count, bool) or not 1 <= self.count <= MAX_COUNT:
             raise ValueError(f"count must be a whole number from 1 to {MAX_COUNT}. Got: {self.count!r}")
         if not (isinstance(self.interval_s, (int, float)) and 0.0 <= float(self.interval_s) <= MAX_INTERVAL_S):
@@ -75,15 +81,16 @@ class CollectRequest:
         """A request from ``{"label": ..., "count": N, "interval_s": S}``; ValueError in one line otherwise."""
         if not isinstance(doc, dict):
             raise ValueError(f'a collect request is a JSON object {{"label": ..., "count": N, "interval_s": S}}. Got: {type(doc).__name__}')
-        unknown = sorted(set(doc) - {"label", "count", "interval_s"})
+        unknown = sorted(set(doc) - {"label", "count", "interval_s", "view_px"})
         if unknown:
-            raise ValueError(f"unknown field(s) in the collect request: {', '.join(unknown)}; it takes label, count, interval_s")
+            raise ValueError(f"unknown field(s) in the collect request: {', '.join(unknown)}; it takes label, count, "
+                             "interval_s, view_px")
         if not isinstance(doc.get("label"), str):
             raise ValueError(f"label must be a string. Got: {doc.get('label')!r}")
         interval = doc.get("interval_s", 0.5)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(float(interval)):
             raise ValueError(f"interval_s must be a number of seconds. Got: {interval!r}")
-        return cls(doc["label"], doc.get("count"), float(interval))  # type: ignore[arg-type]
+        return cls(doc["label"], doc.get("count"), float(interval), doc.get("view_px"))  # type: ignore[arg-type]
 
 
 def frame_stem(frame: Frame, host: str) -> str:
@@ -227,7 +234,7 @@ class Collector:
                     return
                 job, store, frame, tensor, result = self._queue.popleft()
             try:
-                pics = pictures_of(frame, tensor, self.contract, self.spec, self.view_px)
+                pics = pictures_of(frame, tensor, self.contract, self.spec, job.view_px or self.view_px)
                 rec = store.save(frame_stem(frame, self.host), pics,
                                  {"label": job.label, **kept_record(frame, self.info, result)})
                 error: Optional[str] = None

@@ -101,15 +101,15 @@ def start(lay: Layout, label: str, count: int, interval_s: float, view_px: int) 
     lay.ensure()
     d = supervisor.daemon(lay)
     if d.running:
-        return _through_daemon(lay, d.release or rid, label, count, interval_s)
+        return _through_daemon(lay, d.release or rid, label, count, interval_s, view_px)
     return _one_shot(lay, rid, label, count, interval_s, view_px)
 
 
-def _through_daemon(lay: Layout, rid: str, label: str, count: int, interval_s: float) -> CollectAnswer:
+def _through_daemon(lay: Layout, rid: str, label: str, count: int, interval_s: float, view_px: int) -> CollectAnswer:
     port = release_port(lay, rid)
     if not port:
         raise AgentError(f"release {rid} names no daemon port in its config.json; push it again", kind="missing")
-    body = {"label": label, "count": count, "interval_s": interval_s}
+    body = {"label": label, "count": count, "interval_s": interval_s, "view_px": view_px}
     deadline = time.monotonic() + START_WAIT_S
     while True:  # a daemon that is starting serves HTTP before its camera delivers: 503 until then
         try:

@@ -68,7 +68,8 @@ def test_the_unit_lets_the_daemon_write_its_data_and_uncertain_folders(tmp_path:
 
 @pytest.mark.parametrize(("argv", "msg"), [
     (["collect", "--label", "T-shirt/top", "--count", "3"], "not a valid file name on the Pi"),
-    (["collect", "--label", "ok", "--count", "0"], "--count must be at least 1"),
+    (["collect", "--label", "ok", "--count", "0"], "count must be a whole number from 1"),
+    (["collect", "--label", "ok", "--count", "2", "--view-px", "8"], "view_px must be"),
     (["pull-data"], "needs --to DIR"),
     (["pull-data", "--to", "x", "--label", ".x"], "not a valid file name on the Pi"),
     (["push", "--artifacts", "ART", "--keep-uncertain", "--margin", "2"], "--margin must be above 0"),

@@ -76,7 +76,7 @@ def test_the_daemon_collects_while_it_classifies(device_artifacts: Path, tmp_pat
         assert _post(d, "/collect", {"label": "red ball", "count": 3}, ctype="text/plain")[0] == 415  # no cross-site form posts
         assert _post(d, "/collect", {"label": "red ball", "count": 3}, host="evil.example:80")[0] == 403
         frames0 = d.get_json("/stats")["frames"]
-        code, doc = _post(d, "/collect", {"label": "red ball", "count": 12, "interval_s": 0.1})
+        code, doc = _post(d, "/collect", {"label": "red ball", "count": 12, "interval_s": 0.1, "view_px": 160})
         assert code == 202 and doc["state"] == "running"
         assert _post(d, "/collect", {"label": "other", "count": 1})[0] == 409  # one job at a time
         healthy = []
@@ -89,7 +89,7 @@ def test_the_daemon_collects_while_it_classifies(device_artifacts: Path, tmp_pat
         assert all(healthy) and stats["frames"] - frames0 > 24  # classification went on meanwhile, never unhealthy
         assert stats["collect"]["saved_total"] == 12 and stats["collect"]["write_errors_total"] == 0
         assert "edgekit_collect_saved_total 12.0" in d.get("/metrics")[1].decode()
-        records = _check_folder(data / "red ball", 12)
+        records = _check_folder(data / "red ball", 12, (160, 120))
         assert all(r["collected_by"] == "daemon" and len(r["prediction"]) == 3 for r in records)
         assert len({r["files"]["frame"]["sha256"] for r in records}) == 12  # twelve different frames
         # the camera is the daemon's: a one-shot collection cannot open it meanwhile, and says so in one line
