@@ -145,14 +145,22 @@ def _claim_view(root: Path, view: str) -> None:
         (root / MARKER).write_text(json.dumps({"view": view, "note": "written by `python -m deploy pull-data`"}) + "\n")
 
 
-def _copy_verified(device: Device, remote: str, final: Path, sha256: str, size: int) -> tuple[bool, str]:
-    """Copy ``remote`` to ``final`` through a hidden .part file; (kept, why not)."""
+def _copy_verified(device: Device, remote: str, final: Path, sha256: str, size: int) -> tuple[Optional[bool], str]:
+    """Copy ``remote`` to ``final`` through a hidden .part file; (kept, why not); kept is None when the remote file is gone."""
     tmp = final.with_name(f".{final.name}{PART_SUFFIX}")
     h = hashlib.sha256()
     n = 0
     fault = _fault("mid-file")
     try:
-        with device.sftp.open(remote, "rb") as src, open(tmp, "wb") as dst:
+        with contextlib.ExitStack() as stack:
+            try:
+                src = stack.enter_context(device.sftp.open(remote, "rb"))
+            except FileNotFoundError:  # deleted on the device since it was listed
+                return None, "gone from the device"
+            try:
+                dst = stack.enter_context(open(tmp, "wb"))
+            except OSError as e:
+                raise PullError(f"cannot write {tmp}: {e.strerror or e}") from None
             src.prefetch(size)
             while True:
                 chunk = src.read(CHUNK)
@@ -198,7 +206,10 @@ def _pull_folder(device: Device, name: str, listing: dict[str, Any], to: Path, v
     res.listed = len(records)
     res.missing = int(listing.get("missing") or 0)
     remote_dir = str(listing.get("dir") or "")
-    to.mkdir(parents=True, exist_ok=True)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PullError(f"cannot make the folder {to}: {e.strerror or e}") from None
     for stale in to.glob(f".*{PART_SUFFIX}"):  # left by a pull that was killed
         stale.unlink(missing_ok=True)
     indexed = {r.get("name") for r in read_index(to)[0]}
@@ -221,7 +232,9 @@ def _pull_folder(device: Device, name: str, listing: dict[str, Any], to: Path, v
             progress(name, 1)
             continue
         ok, why = _copy_verified(device, posixpath.join(remote_dir, view, f"{stem}.png"), final, sha, size)
-        if ok:
+        if ok is None:
+            res.missing += 1
+        elif ok:
             res.copied += 1
             res.copied_bytes += size
             new_records.append(rec)

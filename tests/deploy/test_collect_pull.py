@@ -183,12 +183,14 @@ def test_names_from_the_device_are_checked_before_they_become_paths(loop_pi: tup
     (evil / "frame").mkdir(parents=True, exist_ok=True)
     (evil / "frame" / "x.png").write_bytes(b"\x89PNG")
     line = {"name": "../../escape", "files": {"frame": {"path": "frame/x.png", "sha256": "0" * 64, "bytes": 4}}}
-    (evil / "frames.jsonl").write_text(json.dumps(line) + "\n")
+    gone = {"name": "dev-gone", "files": {"frame": {"path": "frame/dev-gone.png", "sha256": "0" * 64, "bytes": 4}}}
+    (evil / "frames.jsonl").write_text(json.dumps(line) + "\n" + json.dumps(gone) + "\n")  # the second names no file
     dest = tmp_path / "d"
     code, out, _ = run_cli(capsys, "pull-data", *pi.target.cli_args(), "--to", str(dest), "--label", "evil")
     assert code == 1
     result = out[0]["result"]
     assert " leading space" in result["invalid_labels"] and result["folders"][0]["bad"] == ["../../escape"]
+    assert result["folders"][0]["missing"] == 1 and result["folders"][0]["listed"] == 1  # listed by the index, not there
     assert not (tmp_path / "escape.png").exists() and not list(dest.rglob("*.png"))
 
 
