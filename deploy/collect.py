@@ -64,6 +64,11 @@ class CollectResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"ok": self.ok}
 
 
+def _cancel(device: Device, last: dict[str, Any]) -> dict[str, Any]:
+    """Stop the job on the device (the frames taken are still written); its status."""
+    return dict(device.agent(protocol.COLLECT_STATUS, "--dir", device.root, "--cancel", check=False).get("status") or last)
+
+
 def collect(device: Device, label: str, count: int, interval_s: float, view_px: int = 320, lock_timeout_s: float = 0.0,
             progress: Callable[[dict[str, Any]], None] = lambda st: None) -> CollectResult:
     """Collect ``count`` frames of ``label`` on one device, reporting each status to ``progress``."""
@@ -83,10 +88,11 @@ def collect(device: Device, label: str, count: int, interval_s: float, view_px: 
                 if done != last_done:
                     last_done, last_change = done, time.monotonic()
                 elif time.monotonic() - last_change > STALL_S + interval_s:
+                    _cancel(device, st)
                     raise CollectError(f"no frame collected on {device.target.label} for {STALL_S + interval_s:.0f} s "
-                                       f"({done}/{count}); see `deploy logs`", {"status": st})
+                                       f"({done}/{count}; cancelled there); see `deploy logs`", {"status": st})
         except KeyboardInterrupt:
-            st = dict(device.agent(protocol.COLLECT_STATUS, "--dir", device.root, "--cancel", check=False).get("status") or st)
+            st = _cancel(device, st)
             progress(st)
     return CollectResult(device.target.label, label, count, str(ans.get("mode")), str(ans.get("release")),
                          str(st.get("state")), int(st.get("saved") or 0), int(st.get("failed") or 0),
