@@ -62,6 +62,40 @@ class HostResult:
                 "elapsed_s": round(self.elapsed_s, 3), "result": d}
 
 
+COLLECT_DESCRIPTION = """
+
+Put one object (one class) in front of the camera and run this once per label. The
+running daemon collects the frames from its own pipeline and keeps classifying (the camera
+opens in one process at a time); when no daemon runs, a one-shot `python -m device collect`
+of the current release opens the camera. Each frame is saved on the device under
+<remote-dir>/data/<label>/ as two PNGs, the camera frame (main stream, area-downscaled to
+--view-px on its long side, true colour: what a new model is trained on) and what the
+current model sees (its size and colour), with one JSON line per frame in frames.jsonl:
+time, sha256, source, camera controls. The device's lock is held meanwhile (a push or
+start fails at once); a progress bar shows the count, and Ctrl-C cancels the job on the
+device too. Vary what the model should not learn between frames: position, distance,
+light, background."""
+
+PULL_DESCRIPTION = """
+
+Only frames not yet in DIR are copied: run it again after collecting more. Each picture is
+copied into a hidden .part file while its sha256 is computed and renamed to its own name
+only when hash and size match the device's record, so an interrupted pull leaves no half
+file (the next pull removes the .part files); the frame's record (time, camera controls,
+source) is appended to DIR/<label>/frames.jsonl. --view frame (the default) copies the
+camera frame, which any new model can be trained on; --view model copies what the current
+model saw. One DIR holds one view. Nothing on the device is deleted."""
+
+LOOP_EPILOG = """\
+the loop (collect on the Pi, train on the host, push back):
+  python -m deploy collect   --host pi@raspberrypi.local --label cup --count 50
+  python -m deploy collect   --host pi@raspberrypi.local --label pen --count 50
+  python -m deploy pull-data --host pi@raspberrypi.local --to photos/
+  python -m host run --data folder:photos --out mine
+  python -m deploy push      --host pi@raspberrypi.local --artifacts mine/ --keep-uncertain
+  python -m deploy pull-data --host pi@raspberrypi.local --uncertain-to unsure/   # later"""
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -165,12 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard_arguments(cmd("dashboard", "serve one live page on 127.0.0.1 for every device, through SSH port forwards, until Ctrl-C"))
 
     p = cmd("collect", "capture N frames of one label on the device, through the same camera configuration its daemon uses")
-    p.description = (p.description or "") + (
-        ". The running daemon collects them from its own pipeline and keeps classifying (the camera opens in one process "
-        "at a time); when no daemon runs, a one-shot `python -m device collect` of the current release opens the camera. "
-        "Each frame is saved on the device as the frame (main stream, downscaled) and what the model sees (model size), "
-        "PNG, under <remote-dir>/data/<label>/, with one JSON line per frame: time, sha256, source, camera controls. "
-        "The device's lock is held meanwhile (a push or start fails at once); Ctrl-C cancels.")
+    p.description = (p.description or "") + COLLECT_DESCRIPTION
+    p.epilog = LOOP_EPILOG
     p.add_argument("--label", required=True, help="the class of what is in front of the camera (a valid file name on the Pi)")
     p.add_argument("--count", type=int, required=True, metavar="N", help="frames to collect")
     p.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="seconds between collected frames")
@@ -178,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
 
     p = cmd("pull-data", "copy new collected frames into DIR/<label>/ (sha256-verified), ready for `host run --data folder:DIR`")
-    p.add_argument("--to", type=Path, default=None, metavar="DIR", help="local folder: one subfolder per label")
+    p.description = (p.description or "") + PULL_DESCRIPTION
+    p.epilog = LOOP_EPILOG
+    p.add_argument("--to", type=Path, default=None, metavar="DIR",
+                   help="local folder: one subfolder per label (this, --uncertain-to, or both)")
     p.add_argument("--view", default="frame", choices=["frame", "model"],
                    help="which picture of each frame: the camera frame (to train any new model on) or what the current model saw")
     p.add_argument("--label", action="append", default=[], metavar="NAME", help="only this label (repeatable; default: all)")

@@ -79,3 +79,20 @@ def test_bad_options_are_one_line_before_connecting(argv: list[str], msg: str, c
     argv = [str(deploy_artifacts) if a == "ART" else a for a in argv]
     code, data, err = run_cli(capsys, *argv, "--host", "root@127.0.0.1:1")
     assert code == 2 and isinstance(data, dict) and msg in data["error"] and "\n" not in data["error"], (data, err)
+
+
+@pytest.mark.parametrize("command", ["collect", "pull-data"])
+def test_help_explains_the_loop(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` says where frames go and how, and shows the commands of the whole loop, in lines a terminal can show."""
+    from deploy.cli import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    loop = out[out.index("the loop"):]
+    for step in ("deploy collect", "deploy pull-data", "--to photos/", "host run --data folder:photos", "deploy push"):
+        assert step in loop, (step, loop)
+    assert "/<label>/" in out and "sha256" in out
+    assert {"collect": "daemon", "pull-data": ".part"}[command] in out
+    assert max(len(line) for line in out[out.index("\n\n"):].splitlines()) <= 110, out  # descriptions are wrapped
