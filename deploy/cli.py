@@ -1,4 +1,5 @@
-"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback, dashboard.
+"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback, dashboard,
+collect, pull-data.
 
 Every command takes one or more targets (``--host`` repeated, or ``--inventory FILE``), runs on
 all of them in parallel (one SSH connection per host, in threads), prints one result row per
@@ -35,7 +36,8 @@ from deploy.venv import RUNTIME_CHOICES
 from device.manifest import VARIANTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback", "dashboard")
+COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback", "dashboard",
+            "collect", "pull-data")
 LOCK_HELP = ("another push or control command holding the device's lock makes this one fail at once; "
              "wait up to this long for it instead")
 
@@ -58,6 +60,40 @@ class HostResult:
             d = {k: getattr(d, k) for k in getattr(d, "__dataclass_fields__", {})}
         return {"host": self.host, "ok": self.ok, "summary": self.summary, "error_type": self.error_type,
                 "elapsed_s": round(self.elapsed_s, 3), "result": d}
+
+
+COLLECT_DESCRIPTION = """
+
+Put one object (one class) in front of the camera and run this once per label. The
+running daemon collects the frames from its own pipeline and keeps classifying (the camera
+opens in one process at a time); when no daemon runs, a one-shot `python -m device collect`
+of the current release opens the camera. Each frame is saved on the device under
+<remote-dir>/data/<label>/ as two PNGs, the camera frame (main stream, area-downscaled to
+--view-px on its long side, true colour: what a new model is trained on) and what the
+current model sees (its size and colour), with one JSON line per frame in frames.jsonl:
+time, sha256, source, camera controls. The device's lock is held meanwhile (a push or
+start fails at once); a progress bar shows the count, and Ctrl-C cancels the job on the
+device too. Vary what the model should not learn between frames: position, distance,
+light, background."""
+
+PULL_DESCRIPTION = """
+
+Only frames not yet in DIR are copied: run it again after collecting more. Each picture is
+copied into a hidden .part file while its sha256 is computed and renamed to its own name
+only when hash and size match the device's record, so an interrupted pull leaves no half
+file (the next pull removes the .part files); the frame's record (time, camera controls,
+source) is appended to DIR/<label>/frames.jsonl. --view frame (the default) copies the
+camera frame, which any new model can be trained on; --view model copies what the current
+model saw. One DIR holds one view. Nothing on the device is deleted."""
+
+LOOP_EPILOG = """\
+the loop (collect on the Pi, train on the host, push back):
+  python -m deploy collect   --host pi@raspberrypi.local --label cup --count 50
+  python -m deploy collect   --host pi@raspberrypi.local --label pen --count 50
+  python -m deploy pull-data --host pi@raspberrypi.local --to photos/
+  python -m host run --data folder:photos --out mine
+  python -m deploy push      --host pi@raspberrypi.local --artifacts mine/ --keep-uncertain
+  python -m deploy pull-data --host pi@raspberrypi.local --uncertain-to unsure/   # later"""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -113,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--golden-count", type=int, default=20, help="golden inputs run on the device before the switch")
     p.add_argument("--no-progress", action="store_true", help="no upload progress bars")
     p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
+    p.add_argument("--keep-uncertain", action="store_true",
+                   help="the daemon keeps the frames it is unsure of (top-1 minus top-2 score below --margin) in the device's "
+                        "uncertain/ folder, at most one every 10 s, up to 2000 files and 200 MiB; `pull-data --uncertain-to` "
+                        "copies them")
+    p.add_argument("--margin", type=float, default=0.2, help="with --keep-uncertain: the top-1 minus top-2 score below which a frame is kept")
+    p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                   help="one more argument for `python -m device run` on the device (repeatable), e.g. "
+                        "--daemon-arg=--uncertain-every-s=2 or --daemon-arg=--lores=224x168")
 
     for name, help_ in (("start", "start the daemon of the current release"), ("stop", "stop the daemon"),
                         ("restart", "restart the daemon of the current release")):
@@ -153,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     from deploy.dashboard import add_arguments as dashboard_arguments
 
     dashboard_arguments(cmd("dashboard", "serve one live page on 127.0.0.1 for every device, through SSH port forwards, until Ctrl-C"))
+
+    p = cmd("collect", "capture N frames of one label on the device, through the same camera configuration its daemon uses")
+    p.description = (p.description or "") + COLLECT_DESCRIPTION
+    p.epilog = LOOP_EPILOG
+    p.add_argument("--label", required=True, help="the class of what is in front of the camera (a valid file name on the Pi)")
+    p.add_argument("--count", type=int, required=True, metavar="N", help="frames to collect")
+    p.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="seconds between collected frames")
+    p.add_argument("--view-px", type=int, default=320, metavar="N", help="long side of the frame picture (area-downscaled)")
+    p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
+
+    p = cmd("pull-data", "copy new collected frames into DIR/<label>/ (sha256-verified), ready for `host run --data folder:DIR`")
+    p.description = (p.description or "") + PULL_DESCRIPTION
+    p.epilog = LOOP_EPILOG
+    p.add_argument("--to", type=Path, default=None, metavar="DIR",
+                   help="local folder: one subfolder per label (this, --uncertain-to, or both)")
+    p.add_argument("--view", default="frame", choices=["frame", "model"],
+                   help="which picture of each frame: the camera frame (to train any new model on) or what the current model saw")
+    p.add_argument("--label", action="append", default=[], metavar="NAME", help="only this label (repeatable; default: all)")
+    p.add_argument("--uncertain-to", type=Path, default=None, metavar="UDIR",
+                   help="also copy the frames the daemon kept as uncertain (push --keep-uncertain) into UDIR, to label by hand")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
 
@@ -259,6 +324,10 @@ def _dispatch(args: argparse.Namespace, targets: list[Target]) -> int:
         from deploy.dashboard import run_dashboard
 
         return run_dashboard(args, targets)
+    if c == "collect":
+        return _collect(args, targets)
+    if c == "pull-data":
+        return _pull_data(args, targets)
     raise DeployError(f"unknown command {c}")  # argparse prevents this
 
 
@@ -282,14 +351,16 @@ def _doctor(args: argparse.Namespace, targets: list[Target]) -> int:
 
 
 def _push(args: argparse.Namespace, targets: list[Target]) -> int:
-    from deploy.layout import artifact_variant, load_artifacts
+    from deploy.layout import KeepUncertain, artifact_variant, load_artifacts
     from deploy.push import PushOptions, push
 
     artifact_variant(load_artifacts(args.artifacts), args.variant)  # fail once, before connecting, on a bad folder
     opts = PushOptions(artifacts=args.artifacts, variant=args.variant, runtime=args.runtime, supervisor=args.supervisor,
                        source=args.source, threads=args.threads, keep=args.keep, health_timeout_s=args.health_timeout_s,
                        wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress,
-                       lock_timeout_s=args.lock_timeout_s)
+                       lock_timeout_s=args.lock_timeout_s,
+                       keep_uncertain=KeepUncertain(args.margin) if args.keep_uncertain else None,
+                       daemon_args=tuple(args.daemon_arg))
 
     def log(msg: str) -> None:
         if not args.json:
@@ -542,6 +613,68 @@ def _rollback(args: argparse.Namespace, targets: list[Target]) -> int:
         out = rollback(device, args.to, args.supervisor, args.health_timeout_s, args.lock_timeout_s)
         return HostResult(device.target.label, True, f"rolled back {out['from']} -> {out['to']}; healthy, "
                           f"{out.get('frames')} frames classified", out)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+def _collect(args: argparse.Namespace, targets: list[Target]) -> int:
+    from tqdm import tqdm
+
+    from deploy.collect import collect
+    from device.collect import CollectRequest
+
+    try:
+        CollectRequest(args.label, args.count, args.interval_s, args.view_px)  # the device's own checks, before connecting
+    except ValueError as e:
+        raise DeployError(f"{e}") from None
+
+    def fn(device: Any, i: int) -> HostResult:
+        bar = tqdm(total=args.count, unit="frame", desc=f"{device.target.label} collect {args.label!r}", position=i,
+                   leave=False, disable=True if args.json else None)
+
+        def progress(st: dict[str, Any]) -> None:
+            bar.update(int(st.get("saved") or 0) + int(st.get("failed") or 0) - bar.n)
+
+        try:
+            r = collect(device, args.label, args.count, args.interval_s, args.view_px, args.lock_timeout_s, progress)
+        finally:
+            bar.close()
+        return HostResult(r.host, r.ok, r.summary, r)
+
+    return _finish(args, run_on_all(targets, args, fn))
+
+
+def _pull_data(args: argparse.Namespace, targets: list[Target]) -> int:
+    from tqdm import tqdm
+
+    from deploy.pull import check_view, pull
+    from device.labels import label_problem
+
+    if args.to is None and args.uncertain_to is None:
+        raise DeployError("pull-data needs --to DIR (collected labels) and/or --uncertain-to UDIR (uncertain frames)")
+    for label in args.label:
+        problem = label_problem(label)
+        if problem is not None:
+            raise DeployError(f"--label {label!r} is not a valid file name on the Pi: {problem}")
+    if len(targets) > 1 and args.uncertain_to is not None:
+        raise DeployError("--uncertain-to takes one host at a time (unlabelled frames of several devices would mix)")
+    for folder in (args.to, args.uncertain_to):
+        if folder is not None:
+            check_view(folder, args.view)
+
+    def fn(device: Any, i: int) -> HostResult:
+        bar = tqdm(total=0, unit="file", desc=f"{device.target.label} pull", position=i, leave=False,
+                   disable=True if args.json or args.no_progress else None)
+
+        def listed(total: int) -> None:
+            bar.total = total
+            bar.refresh()
+
+        try:
+            r = pull(device, args.to, args.view, tuple(args.label), args.uncertain_to, lambda name, n: bar.update(n), listed)
+        finally:
+            bar.close()
+        return HostResult(r.host, r.ok, r.summary, r)
 
     return _finish(args, run_on_all(targets, args, fn))
 

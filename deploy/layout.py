@@ -41,8 +41,31 @@ ID_LENGTH = RELEASE_ID_LENGTH
 
 
 @dataclass(frozen=True)
+class KeepUncertain:
+    """The daemon keeps the frames it was unsure of (``device.uncertain``); None fields: the daemon's defaults."""
+
+    margin: float = 0.2
+    every_s: Optional[float] = None
+    max_files: Optional[int] = None
+    max_bytes: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.margin <= 1.0:
+            raise ArtifactsError(f"--margin must be above 0 and at most 1 (top-1 minus top-2 score). Got: {self.margin}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The set fields (the agent turns them into the daemon's --margin, --uncertain-* options)."""
+        return {k: getattr(self, k) for k in ("margin", "every_s", "max_files", "max_bytes") if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
 class ReleaseConfig:
-    """How the daemon runs this release on the device."""
+    """How the daemon runs this release on the device.
+
+    ``collect``: the daemon answers ``POST /collect`` (``deploy collect``), writing under the
+    device's data folder; ``keep_uncertain``: it keeps uncertain frames in the device's
+    uncertain folder. Where those folders are is the agent's layout, not the config's.
+    """
 
     variant: str
     port: int
@@ -50,11 +73,14 @@ class ReleaseConfig:
     runtime: str = "auto"
     threads: Optional[int] = None
     extra_args: tuple[str, ...] = ()
+    collect: bool = True
+    keep_uncertain: Optional[KeepUncertain] = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (stable key order, so the id is stable)."""
         return {"variant": self.variant, "port": self.port, "source": self.source, "runtime": self.runtime,
-                "threads": self.threads, "extra_args": list(self.extra_args)}
+                "threads": self.threads, "extra_args": list(self.extra_args), "collect": self.collect,
+                "keep_uncertain": None if self.keep_uncertain is None else self.keep_uncertain.to_json()}
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from deploy.agent import protocol
 from deploy.doctor import probe
 from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
-from deploy.layout import KEEP_RELEASES, Release, ReleaseConfig, build_release
+from deploy.layout import KEEP_RELEASES, KeepUncertain, Release, ReleaseConfig, build_release
 from deploy.remote import Device, progress_callback
 from deploy.supervisor import control, wait_healthy
 from deploy.venv import (
@@ -93,6 +93,8 @@ class PushOptions:
     progress: bool = True
     position: int = 0
     lock_timeout_s: float = 0.0
+    keep_uncertain: Optional[KeepUncertain] = None
+    daemon_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,8 @@ def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda 
         source = "picamera2" if camera else "synthetic"
         steps.append(f"source: {source} ({'camera and picamera2 found' if camera else 'no camera with picamera2 on this device'})")
     config = ReleaseConfig(variant=opts.variant, port=device.target.daemon_port, source=source,
-                           runtime=choice.name, threads=opts.threads)
+                           runtime=choice.name, threads=opts.threads,
+                           extra_args=opts.daemon_args, keep_uncertain=opts.keep_uncertain)
     release = build_release(opts.artifacts, config, choice.requirements_text)
     with device.locked(f"push of release {release.id}", opts.lock_timeout_s):
         result = _push_locked(device, opts, release, choice, facts, steps, log)

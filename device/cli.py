@@ -1,4 +1,4 @@
-"""``python -m device`` / ``edgekit-device``: run the daemon, or benchmark the pipeline.
+"""``python -m device`` / ``edgekit-device``: run the daemon, benchmark the pipeline, or collect labelled frames.
 
 The one place where parts are chosen: source, runtime, engine, preprocessor, daemon.
 """
@@ -8,19 +8,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from device.daemon import default_stale_after_s
 from device.errors import DeviceError
-from device.frames import DEFAULT_CAMERA, CameraConfig, FrameSource, parse_size
+from device.frames import DEFAULT_CAMERA, CameraConfig, Frame, FrameSource, parse_size
 from device.manifest import VARIANTS, Manifest, load_manifest
 from device.runtime import RUNTIMES
+from device.views import VIEW_MAX_PX
 
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+SOURCE_HELP = ("picamera2 | fake-picamera2[:OPTION,...] (a stand-in camera; options: stall-after=N stops delivering "
+               "after N frames, as a loose cable does; scene=FILE shows the table-top scene FILE names, device.tabletop) "
+               "| folder:DIR | synthetic")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,7 +59,7 @@ def camera_config(args: argparse.Namespace, manifest: Manifest, stream: str = "l
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="python -m device", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench,collect}")
     run = sub.add_parser(
         "run",
         help="classify camera frames until stopped, serving the live page / and /healthz /stats /metrics /latest on 127.0.0.1",
@@ -64,9 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(run)
     run.add_argument("--variant", default="int8", choices=VARIANTS, help="model variant from the manifest")
-    run.add_argument("--source", default="picamera2",
-                     help="picamera2 | fake-picamera2[:stall-after=N] (a stand-in camera; with stall-after it stops "
-                     "delivering after N frames, as a loose cable does) | folder:DIR | synthetic")
+    run.add_argument("--source", default="picamera2", help=SOURCE_HELP)
     run.add_argument("--port", type=int, default=8321, help="HTTP port on 127.0.0.1; 0 picks a free one (printed, and in --status-file)")
     run.add_argument("--status-file", type=Path, default=None, help="write {pid, port, url} here once serving; removed on exit")
     run.add_argument("--results", type=Path, default=None, metavar="FILE", help="append one JSON line per frame here")
@@ -85,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                      f"{default_stale_after_s(DEFAULT_CAMERA):g} s at 2 s and 30 fps)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--hardware-root", type=Path, default=Path("/"), help="where the page and /metrics read /proc and /sys from")
+    run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                     help="answer POST /collect: collected frames go to DIR/<label>/ (None: the daemon does not collect)")
+    run.add_argument("--view-px", type=int, default=VIEW_MAX_PX, metavar="N",
+                     help="long side of the frame picture kept of a collected or uncertain frame (area-downscaled)")
+    g = run.add_argument_group("uncertain frames", "keep the frames the model was unsure of, for the next round of training")
+    g.add_argument("--keep-uncertain", type=Path, default=None, metavar="DIR",
+                   help="keep frames whose top-1 minus top-2 score is below --margin in DIR (None: keep none)")
+    g.add_argument("--margin", type=float, default=0.2, help="top-1 minus top-2 score below which a frame counts as uncertain")
+    g.add_argument("--uncertain-every-s", type=float, default=10.0, metavar="S", help="keep at most one uncertain frame every S seconds")
+    g.add_argument("--uncertain-max-files", type=int, default=2000, metavar="N",
+                   help="keep no more once DIR holds N pictures (two per frame)")
+    g.add_argument("--uncertain-max-bytes", type=int, default=200 * 1024 * 1024, metavar="B", help="keep no more once DIR holds B bytes")
 
     bench = sub.add_parser(
         "bench",
@@ -100,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=20, help="untimed frames first")
     bench.add_argument("--hardware-root", type=Path, default=Path("/"), help="where /proc and /sys are read from")
     bench.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+
+    col = sub.add_parser(
+        "collect",
+        help="capture N labelled frames into DATA_DIR/<label>/ with the camera configuration the daemon uses (when no daemon runs)",
+        description="Open the camera (or another source) as the daemon would for this model, and keep COUNT frames, one every "
+        "--interval-s: the frame (main, downscaled) and what the model sees, as PNG, with one JSON line per frame (time, sha256, "
+        "source, camera controls). The camera opens in one process at a time: while the daemon runs, ask it instead "
+        "(POST /collect, which `python -m deploy collect` does).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _common(col)
+    col.add_argument("--variant", default="int8", choices=VARIANTS, help="the variant whose input the model view shows")
+    col.add_argument("--source", default="picamera2", help=SOURCE_HELP)
+    col.add_argument("--label", required=True, help="the class of what is in view (a valid file name on the Pi)")
+    col.add_argument("--count", type=int, required=True, metavar="N", help="frames to keep")
+    col.add_argument("--interval-s", type=float, default=0.5, metavar="S", help="seconds between kept frames")
+    col.add_argument("--data-dir", type=Path, required=True, metavar="DIR", help="frames go to DIR/<label>/")
+    col.add_argument("--view-px", type=int, default=VIEW_MAX_PX, metavar="N", help="long side of the frame picture")
+    col.add_argument("--camera-timeout", type=float, default=DEFAULT_CAMERA.timeout_s, metavar="SECONDS", help="picamera2 capture timeout")
+    col.add_argument("--fps", type=float, default=30.0, help="camera frame rate (and synthetic pacing)")
+    col.add_argument("--loop", action="store_true", help="repeat a folder source")
+    col.add_argument("--status-file", type=Path, default=None, help="keep the job's status (JSON) here while collecting")
+    col.add_argument("--json", action="store_true", help="print the job's final status as JSON on stdout")
     return parser
 
 
@@ -115,12 +153,13 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
         from device.fake_picamera2 import FakePicamera2
         from device.pi_camera import PiCameraSource
 
-        stall_after = _fake_camera_options(spec)
+        stall_after, scene_file = _fake_camera_options(spec)
         images = None
-        if manifest_golden is not None:
+        if manifest_golden is not None and scene_file is None:
             with np.load(manifest_golden, allow_pickle=False) as z:
                 images = z["images"]
-        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images, stall_after=stall_after))
+        return lambda: PiCameraSource(config, factory=lambda: FakePicamera2(images=images, stall_after=stall_after,
+                                                                            scene_file=scene_file))
     if spec == "synthetic":
         from device.frames import SyntheticSource
 
@@ -134,15 +173,24 @@ def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], c
     raise DeviceError(f"unknown --source {spec!r}; use picamera2, fake-picamera2, folder:DIR or synthetic")
 
 
-def _fake_camera_options(spec: str) -> Optional[int]:
-    """``fake-picamera2[:stall-after=N]`` → N (None: never stalls)."""
+def _fake_camera_options(spec: str) -> tuple[Optional[int], Optional[Path]]:
+    """``fake-picamera2[:stall-after=N][,scene=FILE]`` → (N or None: never stalls, FILE or None: the golden images)."""
     _, _, opts = spec.partition(":")
-    if not opts:
-        return None
-    key, _, value = opts.partition("=")
-    if key != "stall-after" or not value.isdigit():
-        raise ValueError(f"--source fake-picamera2 takes one option, stall-after=N (frames before the camera stalls). Got: {spec!r}")
-    return int(value)
+    stall_after: Optional[int] = None
+    scene_file: Optional[Path] = None
+    for opt in filter(None, opts.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "stall-after" and value.isdigit():
+            stall_after = int(value)
+        elif key == "scene" and value:
+            scene_file = Path(value).expanduser()
+            from device.tabletop import read_scene
+
+            read_scene(scene_file)  # a missing or broken scene file is one line now, not a camera that never opens
+        else:
+            raise ValueError("--source fake-picamera2 takes stall-after=N (frames before the camera stalls) and scene=FILE "
+                             f"(a table-top scene, JSON), separated by commas. Got: {spec!r}")
+    return stall_after, scene_file
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -181,6 +229,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     def make_pipeline(source: FrameSource) -> Pipeline:
         return Pipeline(source, engine, pre, manifest.labels)
 
+    kept_info = {"source": args.source, "variant": args.variant, "model_sha256": v.sha256}
+    collector = None
+    if args.data_dir is not None:
+        from device.collect import Collector
+
+        collector = Collector(args.data_dir, manifest.preprocess, engine.input_spec, {**kept_info, "collected_by": "daemon"},
+                              _view_px(args.view_px))
+    keeper = None
+    if args.keep_uncertain is not None:
+        from device.uncertain import UncertainConfig, UncertainKeeper
+
+        keeper = UncertainKeeper(UncertainConfig(args.keep_uncertain, args.margin, args.uncertain_every_s,
+                                                 args.uncertain_max_files, args.uncertain_max_bytes),
+                                 manifest.preprocess, engine.input_spec, kept_info, _view_px(args.view_px))
+        info["uncertain_margin"] = args.margin
     daemon = Daemon(
         factory,
         make_pipeline,
@@ -196,9 +259,79 @@ def cmd_run(args: argparse.Namespace) -> int:
             stale_after_s=stale_after_s,
             page=PageConfig(input_range=_input_range(manifest), hardware_root=args.hardware_root),
         ),
+        collector=collector,
+        uncertain=keeper,
     )
     daemon.install_signal_handlers()
     return daemon.run()
+
+
+def _view_px(n: int) -> int:
+    from device.collect import VIEW_PX_RANGE
+
+    if not VIEW_PX_RANGE[0] <= n <= VIEW_PX_RANGE[1]:
+        raise ValueError(f"--view-px must be from {VIEW_PX_RANGE[0]} to {VIEW_PX_RANGE[1]} pixels. Got: {n}")
+    return n
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """One-shot collection: open the source as the daemon would, keep N frames, print progress."""
+    import signal
+
+    from device.collect import Collector, CollectRequest, run_once
+    from device.preprocess import Preprocessor
+    from device.progress import Progress
+
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    req = CollectRequest(args.label, args.count, args.interval_s, args.view_px)
+    manifest = load_manifest(args.manifest)
+    spec = manifest.variant(args.variant).input
+    pre = Preprocessor(manifest.preprocess, spec, args.invert)
+    config = camera_config(args, manifest)
+    golden = manifest.golden_path() if manifest.golden is not None else None
+    collector = Collector(args.data_dir, manifest.preprocess, spec,
+                          {"source": args.source, "variant": args.variant, "model_sha256": manifest.variant(args.variant).sha256,
+                           "collected_by": "one-shot"}, _view_px(args.view_px))
+    source = _source_factory(args, golden, config)()  # SourceError ("Device or resource busy") is one line
+    bar = Progress(req.count, f"collect {req.label!r}", enabled=None if not args.json else False)
+    status_file: Optional[Path] = args.status_file
+
+    def on_signal(*_: object) -> None:
+        collector.cancel()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def read() -> Frame:
+        from device.frames import ExtrasSource
+
+        if isinstance(source, ExtrasSource):
+            source.want_extras()
+        return source.read()
+
+    def tensor_of(frame: Frame) -> Any:
+        return pre.tensor(frame.pixels, frame.fmt, frame.size, frame.colour_space)
+
+    def progress(st: dict[str, Any]) -> None:
+        bar.update(st.get("saved", 0) + st.get("failed", 0) - bar.n)
+        if status_file is not None:
+            tmp = status_file.with_name(status_file.name + ".tmp")
+            tmp.write_text(json.dumps({**st, "pid": os.getpid()}) + "\n")
+            os.replace(tmp, status_file)
+
+    try:
+        st = run_once(read, tensor_of, collector, req, progress)
+    finally:
+        source.close()
+        collector.close()
+        bar.close()
+    if args.json:
+        print(json.dumps(st, indent=1))
+    else:
+        print(f"{st['state']}: {st.get('saved', 0)} of {req.count} frames of {req.label!r} in {st.get('dir')}"
+              + (f"; {st['failed']} could not be written ({st.get('last_error')})" if st.get("failed") else ""),
+              file=sys.stderr)
+    return 0 if st["state"] == "done" and not st.get("failed") else EXIT_ERROR
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -227,6 +360,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "collect":
+            return cmd_collect(args)
         return cmd_bench(args)
     except DeviceError as e:
         print(f"edgekit-device: error: {e}", file=sys.stderr)

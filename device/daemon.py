@@ -15,6 +15,10 @@
   (``results.write_errors``, ``edgekit_results_write_errors_total``) and retried; classification
   goes on. The writer thread owns the file: it closes it after draining the queue, and shutdown
   waits ``writer_drain_s`` for that instead of closing the file under it.
+- Collection (``device.collect``, ``POST /collect``) and uncertain-frame keeping
+  (``device.uncertain``) are parts passed in; per frame the loop reads one attribute for each
+  (``Collector.wanted``, the keeper's margin test) and hands kept frames to their own threads.
+  Their write failures are counted in /stats (``collect``, ``uncertain``) and /metrics.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from device.collect import CollectBusy, Collector, CollectRequest
 from device.errors import CameraTimeout, FrameError, SourceError
-from device.frames import DEFAULT_CAMERA, CameraConfig, EndOfSource, FrameSource
+from device.frames import DEFAULT_CAMERA, CameraConfig, EndOfSource, ExtrasSource, FrameSource
 from device.hwmonitor import hardware_metrics
 from device.page import Page, PageConfig
 from device.pipeline import Pipeline, Result
@@ -39,6 +44,7 @@ from device.results import JsonLinesWriter
 from device.sdnotify import Notifier
 from device.server import StatusServer
 from device.stats import Stats, prometheus_text
+from device.uncertain import UncertainKeeper
 
 log = logging.getLogger("edgekit.device")
 
@@ -129,7 +135,11 @@ class Daemon:
         info: dict[str, Any],
         config: DaemonConfig = DaemonConfig(),
         notifier: Optional[Notifier] = None,
+        collector: Optional[Collector] = None,
+        uncertain: Optional[UncertainKeeper] = None,
     ):
+        self.collector = collector
+        self.uncertain = uncertain
         self.source_factory = source_factory
         self.make_pipeline = make_pipeline
         self.info = dict(info)
@@ -183,6 +193,11 @@ class Daemon:
         if w is not None:
             doc["results"] = {"path": str(w.path), "lines": w.lines, "rotations": w.rotations, "write_errors": w.write_errors,
                               "lost": w.lost, "pending": w.pending, "torn_lines": w.torn_lines, "last_error": w.last_error}
+        if self.collector is not None:
+            doc["collect"] = {**self.collector.status(), "saved_total": self.collector.saved_total,
+                              "write_errors_total": self.collector.write_errors_total}
+        if self.uncertain is not None:
+            doc["uncertain"] = self.uncertain.stats()
         return doc
 
     def metrics(self) -> str:
@@ -204,6 +219,19 @@ class Daemon:
                                            float(w.write_errors if w else 0)),
             "results_lost_total": ("Results given up because the results log could not take them.", float(w.lost if w else 0)),
         }
+        col, unc = self.collector, self.uncertain
+        if col is not None:
+            counters["collect_saved_total"] = ("Frames collected and written (POST /collect).", float(col.saved_total))
+            counters["collect_write_errors_total"] = ("Collected frames that could not be written (full disk, I/O error).",
+                                                     float(col.write_errors_total))
+        if unc is not None:
+            counters["uncertain_kept_total"] = ("Uncertain frames kept (top-1 minus top-2 below the margin).", float(unc.kept))
+            counters["uncertain_write_errors_total"] = ("Uncertain frames that could not be written (full disk, I/O error).",
+                                                       float(unc.write_errors))
+            st = unc.stats()
+            counters["uncertain_capped_total"] = ("Uncertain frames not kept because the folder reached its file or byte cap.",
+                                                  float(st["capped"]))
+            gauges["uncertain_bytes"] = ("Bytes in the uncertain-frames folder.", float(st["bytes"]))
         return prometheus_text(self.stats, labels, gauges, counters) + hardware_metrics(self.page.hardware.get())
 
     def latest_doc(self) -> dict[str, Any]:
@@ -267,7 +295,8 @@ class Daemon:
     def run(self) -> int:
         """Serve and classify until stopped; the exit code for the process."""
         self._last_ping = time.monotonic()
-        self.server = StatusServer(_Provider(self), self.config.port, self.page)
+        provider = _Provider(self)
+        self.server = StatusServer(provider, self.config.port, self.page, provider if self.collector is not None else None)
         self.server.start()
         threading.Thread(target=self.page.run_sampler, args=(self.server.stopping,), name="page-history", daemon=True).start()
         if self.config.results_path is not None:
@@ -295,6 +324,10 @@ class Daemon:
                             break
                         continue
                 assert pipeline is not None
+                col = self.collector
+                collecting = col is not None and col.wanted and col.due()
+                if collecting and isinstance(source, ExtrasSource):
+                    source.want_extras()  # this frame is kept: read main and the request's metadata with it
                 try:
                     self._reading = True
                     try:
@@ -327,6 +360,11 @@ class Daemon:
                     self.page.offer(pipeline.last_frame, pipeline.input_tensor, pipeline.engine.input_spec, result)
                 if self.writer is not None:
                     self.queue.put(result)
+                if collecting:
+                    assert col is not None
+                    col.offer(pipeline.last_frame, pipeline.input_tensor, result)
+                if self.uncertain is not None:
+                    self.uncertain.consider(result, pipeline.last_frame, pipeline.input_tensor)
                 if not ready_sent:
                     self.notifier.ready(f"classifying, {self.server.url}")
                     ready_sent = True
@@ -354,6 +392,9 @@ class Daemon:
         return False
 
     def _shutdown(self) -> None:
+        for part in (self.collector, self.uncertain):
+            if part is not None:
+                part.close()
         self.queue.close()
         t = self._writer_thread
         if t is not None:
@@ -384,3 +425,25 @@ class _Provider:
 
     def latest(self) -> dict[str, Any]:
         return self.d.latest_doc()
+
+    def collect_status(self) -> dict[str, Any]:
+        assert self.d.collector is not None
+        return self.d.collector.status()
+
+    def collect_start(self, doc: Any) -> tuple[int, dict[str, Any]]:
+        col = self.d.collector
+        assert col is not None
+        try:
+            req = CollectRequest.from_json(doc)
+        except ValueError as e:
+            return 400, {"error": str(e)}
+        if self.d.state not in ("running", "reopening"):
+            return 503, {"error": f"the daemon is {self.d.state}: no frames to collect from", **col.status()}
+        try:
+            return 202, col.start(req)
+        except CollectBusy as e:
+            return 409, {"error": str(e), **col.status()}
+
+    def collect_cancel(self) -> dict[str, Any]:
+        assert self.d.collector is not None
+        return self.d.collector.cancel()

@@ -23,22 +23,34 @@ Quirks reproduced:
   is for ("tidying up after an operation has unexpectedly timed out ... so that the camera can
   be closed").
 - A camera that is not started delivers no frames (a capture then waits, like a stalled one).
+- Every request carries metadata, as picamera2's ``CompletedRequest.get_metadata()`` returns
+  it (control name → value; tuples for ``ColourGains`` and ``ScalerCrop``): ``capture_metadata()``
+  returns it for the next frame, ``capture_arrays(names)`` returns ``([arrays], metadata)`` of
+  one request, so ``main`` and ``lores`` show the same moment.
 
 Frames are rendered from the given images (grey garments [N, H, W] or colour photos
 [N, H, W, 3], ``device.scene``) once per stream (on its first capture) and cycled, so timing
-measures the consumer.
+measures the consumer. With ``scene=FILE`` it shows ``device.tabletop``'s table-top scene
+instead: the object the JSON file names, in a new pose every frame (rendered per request), the
+file re-read when it changes, frames paced to the configured ``FrameRate`` as a sensor delivers
+them, the exposure metadata following the scene's light, and the camera busy across processes
+(an ``flock`` on ``FILE.lock``): one process at a time may open it, as with a real camera.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+import time
 from concurrent.futures import CancelledError, Future
+from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import numpy as np
 
-from device import scene
+from device import scene, tabletop
 from device.colour import video_colour_space
 
 
@@ -99,9 +111,20 @@ class FakePicamera2:
         stall_after: Optional[int] = None,
         seed: int = 0,
         platform: str = "vc4",
+        scene_file: Optional[Path | str] = None,
     ):
+        self._scene_lock: Optional[int] = None
+        if scene_file is not None:  # the scene file stands for one camera, shared by every process that opens it
+            fd = os.open(f"{scene_file}.lock", os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RuntimeError("Failed to acquire camera: Device or resource busy") from None
+            self._scene_lock = fd
         with FakePicamera2._busy_lock:
             if camera_num in FakePicamera2._busy:
+                self._release_scene_lock()
                 raise RuntimeError("Failed to acquire camera: Device or resource busy")
             FakePicamera2._busy.add(camera_num)
         self.camera_num = camera_num
@@ -122,6 +145,14 @@ class FakePicamera2:
         self._streams: dict[str, dict[str, Any]] = {}
         self._cs_name = "SMPTE170M"
         self._fov: tuple[int, ...] = (1280, 720)
+        self.scene_file = None if scene_file is None else Path(scene_file)
+        self.scene: Optional[tabletop.Scene] = None
+        self._scene_stamp: Optional[tuple[int, int]] = None
+        self._frame_rate = 30.0
+        self._next_due = 0.0
+        self._started_ns = time.monotonic_ns()
+        if self.scene_file is not None:
+            self._reload_scene()
 
     def create_video_configuration(
         self,
@@ -155,6 +186,8 @@ class FakePicamera2:
         self._cs_name = "SMPTE170M" if cs is None else str(cs)
         cfg["colour_space"] = FakeColorSpace(self._cs_name)
         self._fov = tuple(int(x) & ~1 for x in cfg["main"]["size"])
+        rate = (cfg.get("controls") or {}).get("FrameRate")
+        self._frame_rate = float(rate) if rate else 30.0
         for name in ("main", "lores"):
             s = cfg.get(name)
             if not s:
@@ -222,12 +255,82 @@ class FakePicamera2:
         return frames
 
     # ------------------------------------------------------------------ jobs, as picamera2 runs them
-    def _next_frame(self, name: str) -> np.ndarray:
-        frames = self._stream_frames(name)
+    def _next_index(self) -> int:
+        """Count one delivered frame (one request) and return its index; stall after ``stall_after``."""
         self.captures += 1
         if self.stall_after is not None and self.captures >= self.stall_after:
             self.stalled = True
-        return frames[(self.captures - 1) % len(frames)]
+        return self.captures - 1
+
+    def _frame(self, name: str, index: int) -> np.ndarray:
+        """Stream ``name`` of request ``index``, laid out as picamera2 returns it."""
+        if self.scene_file is None:
+            frames = self._stream_frames(name)
+            return frames[index % len(frames)]
+        s = self._streams[name]
+        (w, h), fmt = s["size"], s["format"]
+        photo = tabletop.render(self.scene or tabletop.Scene(), index, w, h, (int(self._fov[0]), int(self._fov[1])))
+        if fmt == "YUV420":
+            return scene.to_yuv420(photo, s["stride"], self._cs_name)
+        bgr = scene.to_bgr888(photo)
+        if fmt == "BGR888":
+            return bgr[:, :, ::-1].copy()
+        if fmt in ("XBGR8888", "XRGB8888"):
+            body = bgr[:, :, ::-1] if fmt == "XBGR8888" else bgr
+            return np.concatenate([body, np.full((h, w, 1), 255, np.uint8)], axis=2)
+        return bgr
+
+    def _reload_scene(self) -> None:
+        """Re-read the scene file when it changed (a stat per request); a file that does not parse keeps the old scene."""
+        assert self.scene_file is not None
+        try:
+            st = os.stat(self.scene_file)
+        except OSError:
+            return
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp == self._scene_stamp:
+            return
+        try:
+            self.scene = tabletop.read_scene(self.scene_file)
+        except ValueError as e:
+            _log.warning("fake camera: %s; the scene stays as it was", e)
+            return
+        self._scene_stamp = stamp
+
+    def _pace(self) -> None:
+        """Scene mode: deliver frames at the configured frame rate, as a sensor does."""
+        if self.scene_file is None:
+            return
+        now = time.monotonic()
+        if now < self._next_due:
+            time.sleep(self._next_due - now)
+        self._next_due = max(now, self._next_due) + 1.0 / self._frame_rate
+
+    def metadata(self, index: int) -> dict[str, Any]:
+        """The metadata of request ``index``, shaped as picamera2's ``get_metadata()`` (control name → value)."""
+        frame_us = round(1e6 / self._frame_rate)
+        light: dict[str, Any] = {"Lux": 400.0, "ExposureTime": 10000, "AnalogueGain": 1.0, "DigitalGain": 1.0,
+                                 "ColourGains": (1.9, 1.6), "ColourTemperature": 5000}
+        if self.scene_file is not None:
+            light = tabletop.lighting(tabletop.pose(self.scene or tabletop.Scene(), index), self._frame_rate)
+        w, h = self.sensor_resolution
+        return {"SensorTimestamp": self._started_ns + index * frame_us * 1000, "FrameDuration": frame_us,
+                "ScalerCrop": (0, 0, w, h), "SensorBlackLevels": (4096, 4096, 4096, 4096), "AeLocked": False,
+                "FocusFoM": 1000, **light}
+
+    def _next_request(self, names: list[str]) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """One request: the next frame of every named stream (one moment), and its metadata."""
+        for name in names:
+            if name not in self._streams:
+                raise RuntimeError(f"Stream {name!r} is not defined")
+        if self.scene_file is not None:
+            self._reload_scene()
+        self._pace()
+        index = self._next_index()
+        return [self._frame(n, index) for n in names], self.metadata(index)
+
+    def _next_frame(self, name: str) -> np.ndarray:
+        return self._next_request([name])[0][0]
 
     def _run_jobs(self) -> None:
         """The event loop's turn (lock held): queued jobs run oldest first while frames arrive."""
@@ -256,6 +359,23 @@ class FakePicamera2:
         if name not in self._streams:
             raise RuntimeError(f"Stream {name!r} is not defined")
         return self.dispatch_functions(Job(lambda: self._next_frame(name), signal_function), wait)
+
+    def capture_arrays(
+        self, names: Optional[list[str]] = None, wait: Union[bool, float, None] = None,
+        signal_function: Optional[Callable[[Job[Any]], None]] = None,
+    ) -> Any:
+        """``([array per name], metadata)`` of one request (picamera2's ``capture_arrays``), or a Job."""
+        wanted = list(names or ["main"])
+        for name in wanted:
+            if name not in self._streams:
+                raise RuntimeError(f"Stream {name!r} is not defined")
+        return self.dispatch_functions(Job(lambda: self._next_request(wanted), signal_function), wait)
+
+    def capture_metadata(self, wait: Union[bool, float, None] = None,
+                         signal_function: Optional[Callable[[Job[Any]], None]] = None) -> Any:
+        """The metadata of the next frame (picamera2's ``capture_metadata``: it uses up that frame), or a Job."""
+        first = next(iter(self._streams), "main")
+        return self.dispatch_functions(Job(lambda: self._next_request([first])[1], signal_function), wait)
 
     def wait(self, job: Job[T], timeout: Optional[float] = None) -> T:
         """Wait for a job from ``capture_array(wait=False)``; picamera2's ``Picamera2.wait``."""
@@ -307,4 +427,10 @@ class FakePicamera2:
         self.closed = True
         with FakePicamera2._busy_lock:
             FakePicamera2._busy.discard(self.camera_num)
+        self._release_scene_lock()
         _log.info("Camera closed successfully.")
+
+    def _release_scene_lock(self) -> None:
+        fd, self._scene_lock = self._scene_lock, None
+        if fd is not None:
+            os.close(fd)  # drops the flock: the next process may open the camera

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,19 @@ class EndOfSource(Exception):
 
 
 @dataclass(frozen=True)
+class CaptureExtras:
+    """What a camera delivered beside the classified stream, for a frame that is kept (``ExtrasSource``).
+
+    ``metadata`` is the request's own (picamera2's ``get_metadata()``: ExposureTime, AnalogueGain,
+    ColourGains, Lux, ...); ``main`` the same request's main stream when the classifier reads lores.
+    """
+
+    metadata: dict[str, Any]
+    main: Optional[np.ndarray] = None
+    main_fmt: str = "BGR"
+
+
+@dataclass(frozen=True)
 class Frame:
     """One image as delivered: pixels, their memory layout, when and which frame it was."""
 
@@ -43,6 +56,7 @@ class Frame:
     label: Optional[int] = None
     size: Optional[tuple[int, int]] = None  # (width, height) for YUV420, whose rows are padded
     colour_space: Optional[str] = None  # YUV420: libcamera's name (device.colour); None: sYCC, what the daemon requests
+    extras: Optional[CaptureExtras] = None  # only for a frame asked for with ExtrasSource.want_extras
 
 
 class FrameSource(Protocol):
@@ -54,6 +68,15 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release the device or files; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class ExtrasSource(Protocol):
+    """A source that can deliver more than the classified stream for one frame (a camera: main + metadata)."""
+
+    def want_extras(self) -> None:
+        """The next ``read`` also fills ``Frame.extras``."""
         ...
 
 

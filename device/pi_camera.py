@@ -19,6 +19,11 @@ refuses anything else there on VC4), and YUV420 is half the bytes of RGB888 on a
   camera settled is read back from ``camera_configuration()["colour_space"]`` and travels
   with every frame, so the conversion uses the matrix and range actually delivered.
 
+A frame that is kept (collected, ``device.collect``) is read with ``capture_arrays([stream,
+"main"])`` instead, after ``want_extras()``: the classified stream, main and the request's
+metadata from *one* request (``capture_metadata()`` would return the next frame's, and use it
+up). Only those frames pay for main; every other frame reads one stream as before.
+
 Timeouts are picamera2's own: ``capture_array(name, wait=timeout_s)``. In picamera2
 (``picamera2/picamera2.py``, ``dispatch_functions``) ``wait=None`` means wait for ever, so a
 stalled camera would hang the daemon; a number makes ``Job.get_result`` (``picamera2/job.py``,
@@ -37,7 +42,7 @@ from typing import Any, Callable, Optional
 
 from device.colour import ycbcr
 from device.errors import CameraTimeout, FrameError, SourceError
-from device.frames import DEFAULT_CAMERA, CameraConfig, Frame
+from device.frames import DEFAULT_CAMERA, CameraConfig, CaptureExtras, Frame
 
 # picamera2 format name → byte order in memory (picamera2's names follow DRM, little-endian).
 MEMORY_ORDER = {"RGB888": "BGR", "BGR888": "RGB", "XRGB8888": "BGRX", "XBGR8888": "RGBX", "YUV420": "YUV420"}
@@ -67,6 +72,24 @@ def _colour_space(name: str) -> Any:
     return getattr(libcamera.ColorSpace, _LIBCAMERA_COLOUR_SPACES[name])()
 
 
+def controls_of(metadata: Any) -> dict[str, Any]:
+    """The camera controls of a request's metadata that fit a JSON line: numbers, flags, names and short tuples.
+
+    picamera2's ``get_metadata()`` maps control names to ints, floats, bools, tuples (``ColourGains``,
+    ``ScalerCrop``, ``ColourCorrectionMatrix``) and, on some sensors, large arrays (an IMX500's
+    output tensors), which are left out.
+    """
+    out: dict[str, Any] = {}
+    if not isinstance(metadata, dict):
+        return out
+    for key, value in metadata.items():
+        if isinstance(value, (bool, int, float, str)):
+            out[str(key)] = value
+        elif isinstance(value, (list, tuple)) and len(value) <= 16 and all(isinstance(x, (int, float)) for x in value):
+            out[str(key)] = list(value)
+    return out
+
+
 class PiCameraSource:
     """Frames from a Picamera2 (or anything with its API surface, e.g. FakePicamera2)."""
 
@@ -75,8 +98,13 @@ class PiCameraSource:
         self._factory = factory or _default_factory
         self._cam: Any = None
         self._seq = 0
+        self._extras_next = False
         self.colour_space: Optional[str] = None
         self.open()
+
+    def want_extras(self) -> None:
+        """The next ``read`` also returns main and the request's metadata (``Frame.extras``)."""
+        self._extras_next = True
 
     def open(self) -> None:
         """Create, configure and start the camera (closing any previous one first)."""
@@ -133,8 +161,17 @@ class PiCameraSource:
         name = self.config.stream
         size, fmt = self._stream_cfg[name]
         timeout_s = self.config.timeout_s
+        extras: Optional[CaptureExtras] = None
         try:
-            arr = self._cam.capture_array(name, wait=timeout_s)
+            if self._extras_next:
+                self._extras_next = False
+                names = [name] if name == "main" else [name, "main"]
+                arrays, metadata = self._cam.capture_arrays(names, wait=timeout_s)
+                arr = arrays[0]
+                main_fmt = MEMORY_ORDER.get(self._stream_cfg["main"][1], "BGR")
+                extras = CaptureExtras(controls_of(metadata), arrays[1] if len(arrays) > 1 else None, main_fmt)
+            else:
+                arr = self._cam.capture_array(name, wait=timeout_s)
         except (TimeoutError, concurrent.futures.TimeoutError) as e:  # one class from Python 3.11, two before
             raise CameraTimeout(
                 f"the camera delivered no {name} frame within {timeout_s:g} s (picamera2 capture timed out); "
@@ -147,7 +184,7 @@ class PiCameraSource:
             raise FrameError(f"unsupported {name} stream format {fmt!r}; configure RGB888 or YUV420")
         self._seq += 1
         return Frame(arr, order, self._seq, time.time_ns(), name=f"frame-{self._seq}", size=(int(size[0]), int(size[1])),
-                     colour_space=self.colour_space if order == "YUV420" else None)
+                     colour_space=self.colour_space if order == "YUV420" else None, extras=extras)
 
     def close(self) -> None:
         """Stop and close the camera so the next start does not find it busy; safe to call twice."""

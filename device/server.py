@@ -1,4 +1,4 @@
-"""The daemon's HTTP face, on 127.0.0.1 only: /healthz, /stats, /metrics, /latest, and the live page.
+"""The daemon's HTTP face, on 127.0.0.1 only: /healthz, /stats, /metrics, /latest, the live page, /collect.
 
 Standard library ``http.server`` in a thread; the daemon passes in a ``StatusProvider`` and,
 for the page (``/``, ``/events``, ``/page.json``, ``/frame.png``, ``/input.png``), a
@@ -6,6 +6,12 @@ for the page (``/``, ``/events``, ``/page.json``, ``/frame.png``, ``/input.png``
 never by binding a public address. The page's routes answer only requests addressed to
 127.0.0.1 or localhost (``Host`` header), so a web page elsewhere cannot read the camera
 through a DNS-rebinding name that resolves to 127.0.0.1.
+
+``/collect`` (``device.collect``): GET the job's status; ``POST /collect`` with a JSON body
+``{"label": ..., "count": N, "interval_s": S}`` starts one, ``POST /collect/cancel`` stops it.
+A POST must name 127.0.0.1 or localhost in ``Host`` and carry ``Content-Type:
+application/json``: a web page cannot send that type across origins without a CORS preflight,
+which this server never grants, so a page open in a browser on the Pi cannot start one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from device.errors import ServerError
 HOST = "127.0.0.1"
 ENDPOINTS = ("/healthz", "/stats", "/metrics", "/latest")
 PAGE_ENDPOINTS = ("/", "/events", "/page.json", "/frame.png", "/input.png")
+COLLECT_ENDPOINTS = ("/collect", "/collect/cancel")
+MAX_POST_BYTES = 4096
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
 IMAGE_WAIT_S = 1.0  # a request for images waits this long for the pipeline to keep a frame
 
@@ -81,9 +89,26 @@ class PageProvider(Protocol):
         ...
 
 
+class CollectProvider(Protocol):
+    """What the HTTP server asks the collector for (``device.collect.Collector`` through the daemon)."""
+
+    def collect_status(self) -> dict[str, Any]:
+        """The job's status."""
+        ...
+
+    def collect_start(self, doc: Any) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, document) for a start request."""
+        ...
+
+    def collect_cancel(self) -> dict[str, Any]:
+        """Stop the job; its status."""
+        ...
+
+
 class _Handler(BaseHTTPRequestHandler):
     provider: StatusProvider  # set on the subclass made per server
     page: Optional[PageProvider]
+    collect: Optional[CollectProvider]
     stopping: threading.Event
     server_version = "edgekit-device"
     timeout = 30.0  # a client that stops reading an event stream frees its thread after this
@@ -168,20 +193,67 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, self.provider.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
             elif path == "/latest":
                 self._json(200, self.provider.latest())
+            elif path == "/collect":
+                if self.collect is None:
+                    self._no_collect()
+                else:
+                    self._json(200, self.collect.collect_status())
             else:
-                self._json(404, {"error": f"no endpoint {path}", "endpoints": list(ENDPOINTS + PAGE_ENDPOINTS)})
+                self._json(404, {"error": f"no endpoint {path}", "endpoints": list(ENDPOINTS + PAGE_ENDPOINTS + COLLECT_ENDPOINTS)})
         except Exception as e:  # a bug in a report must not take the daemon down
             self._json(500, {"error": f"{type(e).__name__}: {e}"})
 
     do_HEAD = do_GET
 
+    def _no_collect(self) -> None:
+        self._json(404, {"error": "this daemon does not collect: it was started without --data-dir; "
+                         "push the release again with this kit, or stop the daemon and run `python -m device collect`"})
+
+    def do_POST(self) -> None:
+        path = self.path.partition("?")[0].rstrip("/")
+        try:
+            if path not in COLLECT_ENDPOINTS:
+                self._json(404, {"error": f"no endpoint POST {path}", "endpoints": [f"POST {p}" for p in COLLECT_ENDPOINTS]})
+                return
+            if not local_host(self.headers.get("Host")):
+                self._json(403, {"error": f"POST answers requests for 127.0.0.1 or localhost only, not {self.headers.get('Host')!r}"})
+                return
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                self._json(415, {"error": f"POST {path} takes a JSON body (Content-Type: application/json). Got: {ctype or 'none'}"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_POST_BYTES:
+                self._json(413, {"error": f"the body must be 0 to {MAX_POST_BYTES} bytes with a Content-Length"})
+                return
+            raw = self.rfile.read(length) if length else b""
+            if self.collect is None:
+                self._no_collect()
+                return
+            if path == "/collect/cancel":
+                self._json(200, self.collect.collect_cancel())
+                return
+            try:
+                doc = json.loads(raw.decode("utf-8") or "null")
+            except (UnicodeDecodeError, ValueError) as e:
+                self._json(400, {"error": f"the body is not JSON: {e}"})
+                return
+            code, answer = self.collect.collect_start(doc)
+            self._json(code, answer)
+        except Exception as e:  # a bug in a request must not take the daemon down
+            self._json(500, {"error": f"{type(e).__name__}: {e}"})
+
 
 class StatusServer:
     """A threaded HTTP server bound to 127.0.0.1; ``port=0`` picks a free port (see ``.port``)."""
 
-    def __init__(self, provider: StatusProvider, port: int = 8321, page: Optional[PageProvider] = None):
+    def __init__(self, provider: StatusProvider, port: int = 8321, page: Optional[PageProvider] = None,
+                 collect: Optional[CollectProvider] = None):
         self.stopping = threading.Event()  # ends open event streams on close()
-        handler = type("Handler", (_Handler,), {"provider": provider, "page": page, "stopping": self.stopping})
+        handler = type("Handler", (_Handler,), {"provider": provider, "page": page, "collect": collect, "stopping": self.stopping})
         try:
             self.httpd = ThreadingHTTPServer((HOST, port), handler)
         except OSError as e:

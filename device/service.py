@@ -129,12 +129,15 @@ def render_unit(
     group: Optional[str] = None,
     pythonpath: str = "",
     extra_args: Sequence[str] = (),
+    writable: Sequence[str] = (),
     template: Optional[str] = None,
 ) -> str:
     """The unit text with every @PLACEHOLDER@ filled and quoted; raises ValueError if one is left.
 
     ``group`` defaults to ``user``'s primary group as this machine's databases name it;
-    ``template`` defaults to the template beside this module; ``extra_args`` follow the daemon's own.
+    ``template`` defaults to the template beside this module; ``extra_args`` follow the daemon's own;
+    ``writable`` are folders the daemon writes to besides ``state_dir`` (collected and uncertain
+    frames), added to ``ReadWritePaths=`` with ``-`` (ignored while missing, as systemd.exec allows).
     """
     values = {
         "PYTHON": python or sys.executable,
@@ -146,4 +149,5 @@ def render_unit(
         "PYTHONPATH": pythonpath,
     }
     args = daemon_args(manifest, variant, source, port, f"{state_dir.rstrip('/')}/results.jsonl", extra_args)
-    return fill(template_text() if template is None else template, values, {"DAEMON_ARGS": args})
+    return fill(template_text() if template is None else template, values,
+                {"DAEMON_ARGS": args, "WRITABLE": [f"-{w}" for w in writable]})

@@ -6,43 +6,20 @@ Pi's ext4 file system, and one that survives the tools around it: no ``/`` or NU
 ``.`` or ``..``, at most 255 bytes in UTF-8, no control characters (a newline breaks labels.txt
 and the JSON-lines logs), no leading or trailing white space (invisible in a listing), and no
 leading ``.`` (a hidden folder: ``ls`` does not show it and the folder loader skips it).
-Standard library only.
+That rule's one home is ``device.labels`` (the device and deploy use it too); this module adds
+what the host needs around it. Standard library only.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
+from device.labels import MAX_NAME_BYTES, label_problem
 from host.errors import DataError
 
-MAX_NAME_BYTES = 255  # ext4's NAME_MAX
-
-
-def label_problem(name: str) -> Optional[str]:
-    """Why ``name`` cannot be a class folder on the Pi, or None when it can."""
-    if name == "":
-        return "it is empty"
-    if name in (".", ".."):
-        return f"{name!r} is not a folder name"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "it is not valid UTF-8"
-    if "/" in name or "\0" in name:
-        return "it contains '/' or a NUL byte, which no Linux file name can hold"
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"it is longer than {MAX_NAME_BYTES} bytes in UTF-8"
-    if any(unicodedata.category(c) == "Cc" for c in name):
-        return "it contains a control character (newline, tab, ...)"
-    if name != name.strip():
-        return "it starts or ends with white space"
-    if name.startswith("."):
-        return "it starts with '.', which makes a hidden folder"
-    return None
+__all__ = ["MAX_NAME_BYTES", "check_labels", "label_problem", "read_labels_file"]
 
 
 def check_labels(labels: Sequence[str], what: str) -> None:

@@ -19,11 +19,14 @@ One idea per module (``protocol`` is the contract with the host)::
     health              /healthz and /stats on the loopback (never through a proxy), wait, status
     logs                log tails
     bench               the device benchmark
+    collect             labelled frames through the running daemon, or a one-shot process when none runs
+    data                what was collected and kept as uncertain, listed with sha256 for pull-data
     runner              how the agent starts itself (the process supervisor)
     build               (host side) the deterministic zipapp and its hash
 
 The zipapp also carries the stdlib-only ``device`` modules it imports (``device.hardware``,
-``device.manifest``, ``device.errors``, ``device.service`` and the unit template), so each fact
+``device.manifest``, ``device.errors``, ``device.service``, ``device.labels``, ``device.framestore``
+and the unit template), so each fact
 has one home; ``tests/deploy/test_agent_package.py`` runs the real zipapp and fails if anything
 outside the standard library is imported.
 """

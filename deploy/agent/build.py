@@ -5,7 +5,8 @@ The archive is ``#!/usr/bin/env python3`` followed by a zip of, in sorted order:
 * ``__main__.py`` (runs ``deploy.agent.main``),
 * ``deploy/__init__.py`` and every ``deploy/agent/*.py``,
 * the stdlib-only device modules the agent imports instead of keeping copies: ``device/__init__.py``,
-  ``errors.py``, ``hardware.py``, ``manifest.py``, ``service.py`` and the unit template.
+  ``errors.py``, ``hardware.py``, ``manifest.py``, ``service.py``, ``labels.py``, ``framestore.py``
+  and the unit template.
 
 Entries are stored (not deflated: no dependence on the host's zlib), dated 1980-01-01 00:00:00,
 mode 0644, so the same sources give the same bytes and the same hash on any host. The device
@@ -25,7 +26,8 @@ from typing import Optional
 
 SHEBANG = b"#!/usr/bin/env python3\n"
 MAIN = b'"""edgekit agent zipapp."""\nimport sys\n\nfrom deploy.agent.main import main\n\nsys.exit(main())\n'
-BUNDLED_DEVICE = ("__init__.py", "errors.py", "hardware.py", "manifest.py", "service.py", "systemd/edgekit-device.service")
+BUNDLED_DEVICE = ("__init__.py", "errors.py", "hardware.py", "manifest.py", "service.py", "systemd/edgekit-device.service",
+                  "labels.py", "framestore.py")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

@@ -10,8 +10,11 @@
     supervisor.json           the supervisor a push chose (systemd or process), for every later command
     venvs/<req>/              one virtual environment per requirements hash, kept while a release uses it
     wheelhouse/               wheels pushed for offline installs
-    run/                      supervisor.json / daemon.json (pid + start time), state.json, probe.json
-    logs/                     daemon.log, supervisor.log, results.jsonl
+    data/<label>/             collected frames: frame/*.png, model/*.png, frames.jsonl (device.framestore)
+    uncertain/                the frames the daemon was unsure of (--keep-uncertain), laid out the same way
+    run/                      supervisor.json / daemon.json (pid + start time), state.json, probe.json,
+                              collect.json (the collection job), collect-status.json (a one-shot's progress)
+    logs/                     daemon.log, supervisor.log, results.jsonl, collect.log
     bench/<hash>/             bundles uploaded by ``deploy bench --artifacts``
 
 Release ids are checked (12 lowercase hex digits) before they become a path part.
@@ -58,10 +61,15 @@ class Layout:
         self.supervisor_log = self.logs / "supervisor.log"
         self.results = self.logs / "results.jsonl"
         self.bench = self.root / "bench"
+        self.data = self.root / "data"
+        self.uncertain = self.root / "uncertain"
+        self.collect_job = self.run / "collect.json"
+        self.collect_status = self.run / "collect-status.json"
+        self.collect_log = self.logs / "collect.log"
 
     def ensure(self) -> None:
-        """Create the directories every command expects."""
-        for d in (self.releases, self.staging, self.venvs, self.run, self.logs):
+        """Create the directories every command expects (data/ and uncertain/ too: systemd's ReadWritePaths names them)."""
+        for d in (self.releases, self.staging, self.venvs, self.run, self.logs, self.data, self.uncertain):
             d.mkdir(parents=True, exist_ok=True)
 
     @staticmethod

@@ -94,6 +94,16 @@ def acquire(root: Path, purpose: str, by: str, timeout_s: float = 0.0) -> tuple[
     return mine, time.monotonic() - t0
 
 
+def held_fd(root: Path) -> Optional[int]:
+    """The descriptor of the lock this process holds on ``root`` (None when it holds none).
+
+    A child started with it (``pass_fds``) shares the lock: the kernel keeps it until every
+    descriptor of that open file is closed, so the child holds it after this process is gone.
+    """
+    entry = _held.get(str(root))
+    return None if entry is None else entry[0]
+
+
 def release(root: Path) -> bool:
     """Give the lock of ``root`` back; False when this process did not hold it."""
     entry = _held.pop(str(root), None)

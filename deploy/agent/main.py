@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional
 
 from deploy.agent import (
     bench,
+    collect,
+    data,
     durable,
     health,
     locking,
@@ -86,6 +88,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     P.LOGS: cmd_logs,
     P.BENCH: lambda a: dict(bench.bench(_lay(a), a.variant, a.manifest, a.code, a.timeout_s, list(a.extra))),
     P.SUPERVISE: cmd_supervise,
+    P.COLLECT: lambda a: dict(collect.start(_lay(a), a.label, a.count, a.interval_s, a.view_px)),
+    P.COLLECT_STATUS: lambda a: dict(collect.status(_lay(a), a.cancel)),
+    P.DATA_LIST: lambda a: dict(data.listing(_lay(a), a.uncertain)),
 }
 
 
@@ -140,6 +145,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=600.0)
     p.add_argument("extra", nargs="*")
     add(P.SUPERVISE, "the process supervisor (runs until SIGTERM)")
+    p = add(P.COLLECT, "collect labelled frames through the daemon, or in a one-shot process when none runs")
+    p.add_argument("--label", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--interval-s", type=float, default=0.5)
+    p.add_argument("--view-px", type=int, default=320)
+    add(P.COLLECT_STATUS, "the collection job's status").add_argument("--cancel", action="store_true", help="stop it first")
+    add(P.DATA_LIST, "collected (and uncertain) frames with their sha256").add_argument("--uncertain", action="store_true")
     return ap
 
 

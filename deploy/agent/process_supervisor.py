@@ -80,7 +80,7 @@ def supervise(lay: Layout) -> dict[str, Any]:
             rel = lay.release(rid).resolve()
             config = read_json(rel / "config.json", {}) or {}
             cmd = daemon_cmd.command(str(lay.release_python(rel)), str(rel / "model" / "manifest.json"), config,
-                                     str(lay.results))
+                                     str(lay.results), lay)
             env = dict(os.environ, PYTHONPATH=str(rel / "code"), PYTHONUNBUFFERED="1")
             _log(f"starting release {rid}: {' '.join(cmd)}")
             with open(lay.daemon_log, "ab") as out:

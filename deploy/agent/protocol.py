@@ -54,11 +54,14 @@ LOGS = "logs"
 BENCH = "bench"
 SUPERVISE = "supervise"
 SERVE = "serve"
+COLLECT = "collect"
+COLLECT_STATUS = "collect-status"
+DATA_LIST = "data-list"
 
 COMMANDS = (PROBE, LOCK, UNLOCK, PREPARE, VENV, VERIFY, ACTIVATE, ROLLBACK_TARGET, RELEASES, CONTROL, WAIT, STATUS,
-            LOGS, BENCH, SUPERVISE)
-# Commands that change the device: each runs under the root's lock.
-MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL})
+            LOGS, BENCH, SUPERVISE, COLLECT, COLLECT_STATUS, DATA_LIST)
+# Commands that change the device: each runs under the root's lock (collect may open the camera).
+MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL, COLLECT})
 
 # ---------------------------------------------------------------- error kinds
 
@@ -74,6 +77,8 @@ ERROR_KINDS = {
     "supervisor": "the supervisor could not start or stop the daemon",
     "unhealthy": "the daemon did not become healthy in time",
     "bench": "the device benchmark failed",
+    "collect": "collection could not start or the daemon refused it",
+    "busy": "a collection is already running on the device",
     "internal": "an unexpected failure inside the agent",
 }
 
@@ -247,6 +252,45 @@ class BenchAnswer(TypedDict, total=False):
     variants: list[str]
     emulated: Optional[str]
     command: str
+
+
+class CollectAnswer(TypedDict, total=False):
+    """``collect --label L --count N``: who collects (the running daemon, or a one-shot process) and its first status."""
+
+    mode: str  # daemon | one-shot
+    release: str
+    label: str
+    count: int
+    dir: str
+    pid: int
+    status: dict[str, Any]  # device.collect.Collector.status()
+
+
+class CollectStatusAnswer(TypedDict, total=False):
+    """``collect-status [--cancel]``: the job recorded in run/collect.json and its status now."""
+
+    mode: str
+    job: dict[str, Any]
+    status: dict[str, Any]  # state (running | done | failed | cancelled), label, count, saved, failed, last_error
+    log_tail: list[str]
+
+
+class FolderListing(TypedDict, total=False):
+    """One folder of kept frames (``device.framestore``): its index records whose files are all there."""
+
+    dir: str
+    records: list[dict[str, Any]]  # name, files {kind: {path, sha256, bytes, size}}, time, camera, ...
+    skipped_lines: int
+    missing: int
+
+
+class DataListAnswer(TypedDict, total=False):
+    """``data-list [--uncertain]``: collected frames per label, and the uncertain frames."""
+
+    data_dir: str
+    labels: dict[str, FolderListing]
+    invalid_folders: list[str]
+    uncertain: FolderListing
 
 
 # ---------------------------------------------------------------- encoding

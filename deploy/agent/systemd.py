@@ -71,7 +71,7 @@ def render(lay: Layout, release_id: str, user: Optional[str] = None) -> str:
         manifest=str(rel / "model" / "manifest.json"), user=user or getpass.getuser(), workdir=str(rel),
         state_dir=str(lay.logs), python=str(lay.release_python(rel)), variant=str(config["variant"]),
         source=str(config.get("source", "synthetic")), port=int(config["port"]), pythonpath=str(rel / "code"),
-        extra_args=daemon_cmd.config_args(config),
+        extra_args=daemon_cmd.config_args(config, lay), writable=daemon_cmd.writable_dirs(config, lay),
     )
 
 

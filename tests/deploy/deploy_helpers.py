@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,18 @@ def assert_current_complete(pi: SSHServer) -> Optional[str]:
         data = (rel / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == want["sha256"], f"{rel / name} differs from release.json"
     return rel.name
+
+
+def release_dir(root: Path, rid: str, config: dict[str, Any]) -> Path:
+    """A verified release dir with the device code, a config and a venv link (what the agent leaves)."""
+    rel = root / "releases" / rid
+    shutil.copytree(Path(__file__).resolve().parents[2] / "device", rel / "code" / "device",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (rel / "config.json").write_text(json.dumps(config))
+    (rel / ".verified").write_text("{}")
+    venv_bin = root / "venvs" / "0123456789abcdef" / "bin"
+    venv_bin.mkdir(parents=True, exist_ok=True)
+    if not (venv_bin / "python").exists():
+        (venv_bin / "python").symlink_to(sys.executable)
+    (rel / "venv").symlink_to("../../venvs/0123456789abcdef")
+    return rel

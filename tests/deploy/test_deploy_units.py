@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_helpers import release_dir
 
 from deploy.errors import ArtifactsError, TargetError, WheelhouseError
 from deploy.layout import ReleaseConfig, build_release, device_code_files
@@ -160,7 +161,7 @@ def test_cli_unreachable_host_is_a_row_not_a_traceback(tmp_path: Path) -> None:
 
 CLI_COMMANDS = [["doctor"], ["push", "--artifacts", "ART"], ["start"], ["stop"], ["restart"], ["status"],
                 ["status", "--watch", "--count", "1", "--interval-s", "0"], ["logs"], ["logs", "-f"], ["bench"], ["releases"],
-                ["rollback"]]
+                ["rollback"], ["collect", "--label", "cat", "--count", "2"], ["pull-data", "--to", "DATA"]]
 
 
 @pytest.mark.parametrize("fault", ["refused", "dns", "identity"])
@@ -177,7 +178,7 @@ def test_every_command_fails_in_one_clear_line(fault: str, deploy_artifacts: Pat
         "identity": (f"root@127.0.0.1:{free_port()}", ["--identity", str(tmp_path / "no-key")], f"identity file {tmp_path / 'no-key'} does not exist"),
     }[fault]
     for argv in CLI_COMMANDS:
-        argv = [str(deploy_artifacts) if a == "ART" else a for a in argv]
+        argv = [str(deploy_artifacts) if a == "ART" else str(tmp_path / "data") if a == "DATA" else a for a in argv]
         capsys.readouterr()
         code = main([*argv, "--host", host, "--known-hosts", str(tmp_path / "kh"), "--connect-timeout-s", "3", *extra])
         out, err = capsys.readouterr()
@@ -201,21 +202,6 @@ def test_missing_artifacts_dir_is_refused_before_connecting(command: str, tmp_pa
     assert err.startswith(f"error: --artifacts {missing}: no manifest") and "python -m host run" in err
 
 
-def _release_dir(root: Path, rid: str, config: dict[str, Any]) -> Path:
-    """A verified release dir with the device code, a config and a venv link (what the agent leaves)."""
-    rel = root / "releases" / rid
-    shutil.copytree(Path(__file__).resolve().parents[2] / "device", rel / "code" / "device",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (rel / "config.json").write_text(json.dumps(config))
-    (rel / ".verified").write_text("{}")
-    venv_bin = root / "venvs" / "0123456789abcdef" / "bin"
-    venv_bin.mkdir(parents=True, exist_ok=True)
-    if not (venv_bin / "python").exists():
-        (venv_bin / "python").symlink_to(sys.executable)
-    (rel / "venv").symlink_to("../../venvs/0123456789abcdef")
-    return rel
-
-
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 @pytest.mark.parametrize("dirname", ["kit", "my kit %h $HOME"])
 def test_systemd_unit_for_a_release_verifies(tmp_path: Path, dirname: str) -> None:
@@ -226,7 +212,7 @@ def test_systemd_unit_for_a_release_verifies(tmp_path: Path, dirname: str) -> No
 
     root = tmp_path / dirname
     rid = "abc123abc123"
-    rel = _release_dir(root, rid, {"variant": "float16", "port": 9123, "source": "synthetic", "runtime": "ai-edge-litert"})
+    rel = release_dir(root, rid, {"variant": "float16", "port": 9123, "source": "synthetic", "runtime": "ai-edge-litert"})
     lay = Layout(str(root))
     lay.ensure()
     text = systemd.render(lay, rid, user="root")
@@ -294,7 +280,7 @@ def test_switch_is_atomic_and_prune_keeps_current_and_previous(tmp_path: Path) -
     lay.ensure()
     ids = [f"{i:x}" * 12 for i in range(6)]
     for i, rid in enumerate(ids):
-        _release_dir(lay.root, rid, {"variant": "int8", "port": 1})
+        release_dir(lay.root, rid, {"variant": "int8", "port": 1})
         marker = lay.releases / rid / VERIFIED_MARKER
         os.utime(marker, (1000 + i, 1000 + i))  # verification order
     half = "f" * 12

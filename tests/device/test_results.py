@@ -14,12 +14,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
+from tmpfs import small_tmpfs
 
 from device.daemon import Daemon, DaemonConfig
 from device.engine import open_engine
@@ -150,18 +150,6 @@ def test_records_wait_in_memory_while_the_file_cannot_be_opened_and_the_oldest_a
 # ------------------------------------------------------------------------------------ the real daemon
 
 
-@contextlib.contextmanager
-def _small_tmpfs(where: Path, size: str = "64k") -> Iterator[Path]:
-    where.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {p.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
 def _fill(folder: Path, leave_bytes: int) -> Path:
     st = os.statvfs(folder)
     filler = folder / "filler"
@@ -194,7 +182,7 @@ def _until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
 def test_the_daemon_classifies_on_through_write_errors_counts_them_and_recovers(device_artifacts: Path, tmp_path: Path, fault: str) -> None:
     with contextlib.ExitStack() as stack:
         if fault == "full_disk":
-            folder = stack.enter_context(_small_tmpfs(tmp_path / "small"))
+            folder = stack.enter_context(small_tmpfs(tmp_path / "small"))
             filler = _fill(folder, 8192)
             preexec = None
         else:
