@@ -37,6 +37,7 @@ from device.manifest import (
 )
 
 KEEP_RELEASES = 3
+DEFAULT_VARIANT = "int8"  # what a push runs unless told otherwise (and what --variant auto falls back to)
 ID_LENGTH = RELEASE_ID_LENGTH
 
 
@@ -50,11 +51,15 @@ class ReleaseConfig:
     runtime: str = "auto"
     threads: Optional[int] = None
     extra_args: tuple[str, ...] = ()
+    xnnpack: Optional[str] = None  # on | off; None: the runtime's default (on)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (stable key order, so the id is stable)."""
-        return {"variant": self.variant, "port": self.port, "source": self.source, "runtime": self.runtime,
-                "threads": self.threads, "extra_args": list(self.extra_args)}
+        """JSON-ready dict (stable key order, so the id is stable; ``xnnpack`` only when set, so older ids stay)."""
+        d: dict[str, Any] = {"variant": self.variant, "port": self.port, "source": self.source, "runtime": self.runtime,
+                             "threads": self.threads, "extra_args": list(self.extra_args)}
+        if self.xnnpack is not None:
+            d["xnnpack"] = self.xnnpack
+        return d
 
 
 @dataclass(frozen=True)

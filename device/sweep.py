@@ -123,6 +123,8 @@ def run_sweep(
         if not manifest.model_path(v).is_file():
             raise ModelError(f"variant {v} is not on this device ({manifest.model_path(v)} is missing); "
                              "measure the variants that are, or bring the others (`deploy tune --artifacts DIR`)")
+    order = list(manifest.variants)
+    names = sorted(dict.fromkeys(names), key=order.index)  # the manifest's order, whatever order they were asked in
     notes: list[str] = []
     wanted = list(xnnpack)
     if "off" in wanted and not rt.can_disable_xnnpack:

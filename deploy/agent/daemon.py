@@ -8,12 +8,14 @@ from device.service import daemon_args
 
 
 def config_args(config: dict[str, Any]) -> list[str]:
-    """The daemon's --runtime/--threads options and extra arguments a release's config.json asks for."""
+    """The daemon's --runtime/--threads/--xnnpack options and extra arguments a release's config.json asks for."""
     args = []
     if config.get("runtime") and config["runtime"] != "auto":
         args += ["--runtime", str(config["runtime"])]
     if config.get("threads"):
         args += ["--threads", str(int(config["threads"]))]
+    if config.get("xnnpack"):
+        args += ["--xnnpack", str(config["xnnpack"])]
     return args + [str(x) for x in config.get("extra_args", [])]
 
 

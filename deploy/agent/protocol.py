@@ -52,13 +52,17 @@ WAIT = "wait"
 STATUS = "status"
 LOGS = "logs"
 BENCH = "bench"
+TUNE = "tune"
+TUNE_RECORD = "tune-record"
+TUNED = "tuned"
 SUPERVISE = "supervise"
 SERVE = "serve"
 
 COMMANDS = (PROBE, LOCK, UNLOCK, PREPARE, VENV, VERIFY, ACTIVATE, ROLLBACK_TARGET, RELEASES, CONTROL, WAIT, STATUS,
-            LOGS, BENCH, SUPERVISE)
-# Commands that change the device: each runs under the root's lock.
-MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL})
+            LOGS, BENCH, TUNE, TUNE_RECORD, TUNED, SUPERVISE)
+# Commands that change the device: each runs under the root's lock (tune pauses the daemon while it measures).
+MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL, TUNE, TUNE_RECORD})
+TUNING_SCHEMA = 1
 
 # ---------------------------------------------------------------- error kinds
 
@@ -74,6 +78,7 @@ ERROR_KINDS = {
     "supervisor": "the supervisor could not start or stop the daemon",
     "unhealthy": "the daemon did not become healthy in time",
     "bench": "the device benchmark failed",
+    "tune": "the tuning sweep failed on the device",
     "internal": "an unexpected failure inside the agent",
 }
 
@@ -247,6 +252,57 @@ class BenchAnswer(TypedDict, total=False):
     variants: list[str]
     emulated: Optional[str]
     command: str
+
+
+class TuneAnswer(TypedDict, total=False):
+    """``tune``: the sweep's report (``device.tuning.SweepReport.to_json()``) and what it ran on."""
+
+    report: dict[str, Any]
+    choice: Optional[dict[str, Any]]  # the device's own pick (the host decides again with its options)
+    release: str  # current release: its venv ran the sweep
+    release_variant: Optional[str]
+    models: dict[str, str]  # variant → sha256 of the models swept
+    manifest_sha256: str
+    emulated: Optional[str]
+    paused: bool  # the daemon was stopped for the sweep and started again
+    restart_error: Optional[str]
+    command: str
+
+
+class TuningRecord(TypedDict, total=False):
+    """``<remote-dir>/tuning.json``: the configuration ``deploy tune`` chose, which ``push --variant auto`` uses."""
+
+    schema: int
+    variant: str
+    threads: int
+    xnnpack: str  # on | off
+    runtime: str
+    runtime_version: str
+    model_sha256: str  # of the chosen variant: a push of other models does not inherit the choice
+    models: dict[str, str]
+    measured: dict[str, Any]
+    gate_points: float
+    budget_ms: Optional[float]
+    meets_budget: Optional[bool]
+    emulated: Optional[str]
+    hardware: str
+    reason: str
+    release: Optional[str]
+    tuned_at: str
+    recorded_at: str
+    by: str
+
+
+class TunedAnswer(TypedDict, total=False):
+    """``tuned``: the recorded choice (None: never tuned), the current release and the host folder it came from."""
+
+    record: Optional[TuningRecord]
+    path: str
+    current: Optional[str]
+    release_variant: Optional[str]
+    artifacts: Optional[str]  # release.json's "artifacts": where on the pushing host the release came from
+    manifest_sha256: Optional[str]
+    models: dict[str, str]
 
 
 # ---------------------------------------------------------------- encoding
