@@ -92,7 +92,7 @@ def test_tune_records_the_choice_and_push_auto_runs_it(make_pi, deploy_artifacts
     assert record["runtime"] == res["report"]["runtime"] and record["measured"]["golden_count"] == 30
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tuning.json")]  # no temp file left behind
     # The daemon was paused for the sweep and runs again, the same release.
-    st_argv, stats = _daemon(pi)
+    _, stats = _daemon(pi)
     assert stats["frames"] > 0 and current_id(pi) == first["release"]
     assert json.loads((remote_root(pi) / "run" / "daemon.json").read_text())["pid"] != pid_before
 
@@ -148,7 +148,7 @@ def test_tune_prints_the_table_and_refuses_emulated_timings(make_pi, deploy_arti
 
 def test_tune_refuses_bad_options_in_one_line(make_pi, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     pi = make_pi()
-    code, data, err = run_cli(capsys, "tune", *pi.target.cli_args(), "--artifacts", str(tmp_path))
+    code, data, _ = run_cli(capsys, "tune", *pi.target.cli_args(), "--artifacts", str(tmp_path))
     assert code == 2 and "--artifacts" in data["error"] and "\n" not in data["error"]
     with pytest.raises(SystemExit) as e:
         main(["tune", *pi.target.cli_args(), "--threads", "0"])

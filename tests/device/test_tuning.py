@@ -25,7 +25,15 @@ from device.runtime import Runtime, load_runtime
 from device.stats import Summary
 from device.sweep import run_sweep
 from device.testing import DaemonProcess
-from device.tuning import Config, ConfigResult, SweepReport, choose, format_table, parse_threads, parse_xnnpack
+from device.tuning import (
+    Config,
+    ConfigResult,
+    SweepReport,
+    choose,
+    format_table,
+    parse_threads,
+    parse_xnnpack,
+)
 
 
 def _os_threads() -> int:
