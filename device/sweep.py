@@ -147,13 +147,14 @@ def run_sweep(
     inputs: dict[str, np.ndarray] = {}
     isolated: set[str] = set()
     no_delegate: set[str] = set()
+    failed: set[tuple[str, str]] = set()  # (variant, XNNPACK) that would not load: not retried at each thread count
 
     def say(msg: str) -> None:
         if progress is not None:
             progress(msg)
 
     for c in configs:
-        if c.xnnpack == "off" and c.variant in no_delegate:
+        if (c.xnnpack == "off" and c.variant in no_delegate) or (c.variant, c.xnnpack) in failed:
             continue
         before = _os_threads()
         t0 = time.perf_counter_ns()
@@ -162,6 +163,7 @@ def run_sweep(
             engine = open_engine(manifest, c.variant, rt.name, c.threads, isolate=c.variant not in isolated, xnnpack=c.xnnpack)
         except DeviceError as e:
             results[c] = ConfigResult(c, error=one_line(str(e)))
+            failed.add((c.variant, c.xnnpack))
             say(f"{c.label}: {one_line(str(e))}")
             continue
         finally:
@@ -180,7 +182,11 @@ def run_sweep(
         after = _os_threads()
         item.workers = None if before is None or after is None else max(0, after - before)
         live.append(item)
-    for v in sorted(no_delegate):
+    for v, x in sorted(failed, key=lambda k: (names.index(k[0]), k[1] != "on")):
+        others = [c.threads for c in configs if (c.variant, c.xnnpack) == (v, x)][1:]
+        if others:
+            notes.append(f"{v} with XNNPACK {x} would not load, so it was not tried at {', '.join(map(str, others))} threads")
+    for v in [v for v in names if v in no_delegate]:
         if any(c.variant == v and c.xnnpack == "off" for c in configs):
             notes.append(f"{v}: XNNPACK takes no node of this model on {rt.name} {rt.version}, so XNNPACK off runs the "
                          "same builtin kernels: not measured twice")

@@ -213,7 +213,7 @@ def table_rows(report: SweepReport, choice: Optional[Choice] = None) -> tuple[li
         c = r.config
         mark = "*" if choice is not None and c == choice.config else ""
         if not r.ok:
-            rows.append([mark, c.variant, str(c.threads), c.xnnpack, "-", "-", f"failed: {r.error}", "", "", "", "", "", "", "", "-"])
+            rows.append([mark, c.variant, str(c.threads), c.xnnpack, *["-"] * 10, "failed"])
             continue
         delta = "-" if ref is None or r.golden_accuracy is None else f"{100 * (r.golden_accuracy - ref):+.2f}"
         gate = {True: "pass", False: "FAIL", None: "-"}[r.passes_gate]
@@ -248,6 +248,7 @@ def format_table(report: SweepReport, choice: Optional[Choice] = None) -> str:
                      f"{'differ' if d.get('outputs_differ') else 'identical'} (largest raw difference "
                      f"{float(d.get('max_raw_diff') or 0):.3g}{unit}, top-1 changed on {d.get('top1_changed')} images), invoke p50 "
                      f"{float(d.get('invoke_p50_ms_on') or 0):.3f} ms on, {float(d.get('invoke_p50_ms_off') or 0):.3f} ms off")
+    lines += [f"failed: {r.config.label}: {r.error}" for r in report.results if not r.ok]
     lines += [f"note: {n}" for n in report.notes]
     if choice is not None:
         lines.append(f"chosen: {choice.config.label}: {choice.reason}")
