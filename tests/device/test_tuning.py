@@ -208,3 +208,25 @@ def test_the_golden_check_runs_the_kernels_the_daemon_will(device_artifacts: Pat
     r = check_golden(device_artifacts, "int8", count=100, threads=2, xnnpack="off")
     assert r.ok, r.error
     assert r.max_raw_allowed == OTHER_KERNELS.max_levels and r.max_raw_diff >= 1  # it really ran other kernels
+
+
+def test_a_variant_that_will_not_load_is_a_failed_row_not_the_end(device_artifacts: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from device.manifest import load_manifest
+
+    art = tmp_path / "art"
+    shutil.copytree(device_artifacts, art)
+    model = art / load_manifest(art).variant("float16").path
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # damaged after conversion: the manifest's sha256 refuses it
+    model.write_bytes(bytes(data))
+    report = run_sweep(load_manifest(art), ["float16", "int8"], threads=(1, 2), xnnpack=("on",), frames=4, warmup=1,
+                       rounds=1, golden_count=10)
+    rows = {(r.config.variant, r.config.threads): r for r in report.results}
+    assert set(rows) == {("float16", 1), ("int8", 1), ("int8", 2)}  # float16 tried once, not at every thread count
+    assert not rows[("float16", 1)].ok and "sha256" in (rows[("float16", 1)].error or "")
+    assert rows[("int8", 1)].ok and rows[("int8", 2)].ok
+    assert any("float16 with XNNPACK on would not load" in n and "2 threads" in n for n in report.notes)
+    text = format_table(report, choose(report))
+    assert "failed: float16, 1 thread, XNNPACK on:" in text and "chosen: int8" in text
