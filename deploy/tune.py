@@ -214,9 +214,9 @@ def tune(device: Device, opts: TuneOptions, log: Callable[[str], None] = lambda 
             if artifacts is not None:
                 steps.append(f"artifacts: {artifacts}, where release {seen['current']} was pushed from")
         args = ["--dir", device.root, "--timeout-s", str(opts.timeout_s)]
-        sent = 0
+        sent, count = 0, 1
         if artifacts is not None:
-            load_artifacts(artifacts)
+            count = len(opts.variants) or len(load_artifacts(artifacts).variants)
             bdir, sent = upload_bench_bundle(device, artifacts)
             args += ["--manifest", posixpath.join(bdir, "model", MANIFEST_NAME), "--code", posixpath.join(bdir, "code")]
             swept = f"every variant of {artifacts} (uploaded beside release {seen['current']}, {sent} bytes sent)"
@@ -227,7 +227,8 @@ def tune(device: Device, opts: TuneOptions, log: Callable[[str], None] = lambda 
                          "to compare every variant")
         if not opts.pause_daemon:
             args.append("--no-pause")
-        log(f"{label}: measuring {swept}; this takes a while (the daemon is "
+        log(f"{label}: measuring {swept}: up to {count * len(opts.threads) * len(opts.xnnpack)} configurations, "
+            f"{opts.frames} frames and {opts.golden_count or 'all'} golden images each; this takes a while (the daemon is "
             f"{'left running' if not opts.pause_daemon else 'paused meanwhile'})")
         answer = device.agent(protocol.TUNE, *args, "--", *opts.sweep_args(), timeout_s=opts.timeout_s + 120)
         try:

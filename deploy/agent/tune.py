@@ -100,6 +100,9 @@ def run(lay: Layout, manifest_arg: str, code_arg: str, timeout_s: float, pause: 
                 restart_error = str(e)
     if p.returncode != 0:
         detail = " | ".join(p.stderr.strip().splitlines()[-3:]) or f"exit {p.returncode}"
+        if "invalid choice: 'sweep'" in p.stderr:
+            detail = (f"the device code in {code} predates `device sweep`; pass --artifacts DIR (it brings this host's "
+                      "device code) or push again")
         raise AgentError(f"`python -m device sweep` failed on the device: {detail}", kind="tune",
                          paused=paused, restart_error=restart_error)
     try:
