@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="say whether the choice meets this per-frame budget (p99 of the whole pipeline); not met: exit 1")
     p.add_argument("--allow-emulated", action="store_true",
                    help="choose and record from EMULATED timings (otherwise they are measured and printed only)")
-    p.add_argument("--threads", type=_listed(tuning.parse_threads), default=tuning.DEFAULT_THREADS, metavar="N,N,...",
+    p.add_argument("--threads", type=_listed(tuning.parse_threads), default=",".join(map(str, tuning.DEFAULT_THREADS)), metavar="N,N,...",
                    help="interpreter thread counts to try")
-    p.add_argument("--xnnpack", type=_listed(tuning.parse_xnnpack), default=XNNPACK_SETTINGS, metavar="on,off",
+    p.add_argument("--xnnpack", type=_listed(tuning.parse_xnnpack), default=",".join(XNNPACK_SETTINGS), metavar="on,off",
                    help="XNNPACK settings to try (off only where the runtime can build an interpreter without it)")
     p.add_argument("--frames", type=int, default=300, help="timed frames per configuration (synthetic lores frames)")
     p.add_argument("--warmup", type=int, default=20, help="untimed frames per configuration first")

@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use")
     sweep.add_argument("--variant", action="append", default=None, choices=VARIANTS,
                        help="a variant to include (repeatable; default: every variant whose model file is present)")
-    sweep.add_argument("--threads", type=_arg_list(tuning.parse_threads), default=tuning.DEFAULT_THREADS, metavar="N,N,...", help="thread counts")
-    sweep.add_argument("--xnnpack", type=_arg_list(tuning.parse_xnnpack), default=XNNPACK_SETTINGS, metavar="on,off", help="XNNPACK settings")
+    sweep.add_argument("--threads", type=_arg_list(tuning.parse_threads), default=",".join(map(str, tuning.DEFAULT_THREADS)), metavar="N,N,...", help="thread counts")
+    sweep.add_argument("--xnnpack", type=_arg_list(tuning.parse_xnnpack), default=",".join(XNNPACK_SETTINGS), metavar="on,off", help="XNNPACK settings")
     sweep.add_argument("--frames", type=int, default=300, help="timed frames per configuration")
     sweep.add_argument("--warmup", type=int, default=20, help="untimed frames per configuration first")
     sweep.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds the frames are split into")
