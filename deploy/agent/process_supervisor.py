@@ -187,7 +187,8 @@ def start(lay: Layout) -> dict[str, Any]:
         if p.poll() is not None:
             break
         time.sleep(0.05)
-    raise AgentError("the supervisor did not start: " + " | ".join(tail(lay.supervisor_log, 5)), kind="supervisor")
+    why = f"it exited {p.returncode}" if p.poll() is not None else f"it did not record itself within {START_TIMEOUT_S:.0f} s"
+    raise AgentError(f"the supervisor did not start ({why}): " + " | ".join(tail(lay.supervisor_log, 5)), kind="supervisor")
 
 
 def state(lay: Layout) -> dict[str, Any]:
