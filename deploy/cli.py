@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a variant to include (repeatable; if unset: every variant); float32 is the accuracy reference "
                         "(without it, the host's float32 outputs in the golden set are)")
     p.add_argument("--budget-ms", type=float, default=None, metavar="B",
-                   help="say whether the choice meets this per-frame budget (p99 of the whole pipeline); not met: exit 1")
+                   help="per-frame budget for the p99 of the whole pipeline: only configurations within it compete; "
+                        "when none is, the fastest is chosen anyway and the exit is 1")
     p.add_argument("--allow-emulated", action="store_true",
                    help="choose and record from EMULATED timings (otherwise they are measured and printed only)")
     p.add_argument("--threads", type=_listed(tuning.parse_threads), default=",".join(map(str, tuning.DEFAULT_THREADS)), metavar="N,N,...",

@@ -242,7 +242,7 @@ def tune(device: Device, opts: TuneOptions, log: Callable[[str], None] = lambda 
                                 "Run `python -m deploy start`")
             wait_healthy(device, str(answer["release"]), opts.health_timeout_s)
             steps.append(f"daemon paused for the sweep, started again and healthy (release {answer['release']})")
-        choice = choose(report, opts.tie_pct)
+        choice = choose(report, opts.tie_pct, opts.budget_ms)
         meets = None
         if choice is not None and opts.budget_ms is not None and choice.result.total is not None:
             meets = choice.result.total.p99_ms <= opts.budget_ms

@@ -7,6 +7,8 @@ measures them on the device and prints a ``SweepReport`` as JSON; ``deploy tune`
 * **the gate**: a configuration's top-1 accuracy on the golden set is at most ``gate_points``
   points below the float32 reference's (``passes_gate``, decided on the device);
 * **the fastest**: the lowest p50 of ``total``, the daemon's whole per-frame pipeline;
+* **the budget** (optional): with one, only configurations whose p99 of ``total`` is within it
+  compete; when none is, the choice is the same as without one (and is reported as not meeting it);
 * **ties**: configurations within ``tie_pct`` % of the fastest p50 count as tied, a difference
   the noise of a shared CPU makes, and the tie goes to the least CPU per frame (a second thread
   that saves 1 % of latency and costs 80 % more CPU is not faster in any way that matters).
@@ -174,11 +176,20 @@ class Choice:
         return {**self.config.to_json(), "reason": self.reason}
 
 
-def choose(report: SweepReport, tie_pct: float = TIE_PCT) -> Optional[Choice]:
-    """The fastest configuration within the gate (see the module docstring); None when none passes or there is no gate."""
+def choose(report: SweepReport, tie_pct: float = TIE_PCT, budget_ms: Optional[float] = None) -> Optional[Choice]:
+    """The fastest configuration within the gate (see the module docstring); None when none passes or there is no gate.
+
+    With ``budget_ms``, only the configurations whose p99 of ``total`` is within it compete (a low
+    p50 with a long tail misses frames); when none is, the choice is made as without a budget, and
+    the caller reports the budget as not met.
+    """
     ok = [r for r in report.results if r.ok and r.passes_gate and r.total is not None]
     if not ok:
         return None
+    within = [r for r in ok if budget_ms is not None and r.total is not None and r.total.p99_ms <= budget_ms]
+    budgeted = bool(within) and len(within) < len(ok)
+    if within:
+        ok = within
     fastest = min(ok, key=lambda r: r.total.p50_ms if r.total else float("inf"))
     assert fastest.total is not None
     limit = fastest.total.p50_ms * (1 + max(0.0, tie_pct) / 100.0)
@@ -192,6 +203,8 @@ def choose(report: SweepReport, tie_pct: float = TIE_PCT) -> Optional[Choice]:
         why = (f"within {tie_pct:g} % of the fastest p50 of total ({pick.total.p50_ms:.3f} ms against "
                f"{fastest.total.p50_ms:.3f} ms for {fastest.config.label}) with less CPU per frame "
                f"({pick.cpu_per_frame_ms or 0:.3f} ms against {fastest.cpu_per_frame_ms or 0:.3f} ms)")
+    if budgeted:
+        why += f", among the {len(within)} whose p99 of total is within the {budget_ms:g} ms budget"
     return Choice(pick.config, pick, why)
 
 

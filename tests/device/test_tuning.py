@@ -7,6 +7,7 @@ kernels); whether threads took effect from the OS threads the runtime started. N
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -162,6 +163,22 @@ def test_a_tie_goes_to_the_least_cpu_and_tie_pct_zero_takes_the_fastest() -> Non
     far = _result("int8", 1, 0.150, 0.101, 0.90)
     c = choose(_report(four, far), tie_pct=3.0)
     assert c is not None and c.config == four.config
+
+
+def test_a_budget_prefers_the_fastest_configuration_that_meets_it() -> None:
+    # The fastest p50 (0.08 ms) has a p99 of 0.16 ms; a slower p50 (0.10 ms) has a p99 of 0.12 ms.
+    fastest = _result("int8", 2, 0.080, 0.10, 0.90)
+    s = Summary(10, 0.10, 0.12, 0.10, 0.0, 0.10, 0.11, 0.12)
+    steady = dataclasses.replace(_result("int8", 1, 0.10, 0.09, 0.90), total=s)
+    c = choose(_report(fastest, steady), tie_pct=0.0, budget_ms=0.19)
+    assert c is not None and c.config == fastest.config  # both meet it: the fastest, as without a budget
+    c = choose(_report(fastest, steady), tie_pct=0.0, budget_ms=0.15)
+    assert c is not None and c.config == steady.config and "0.15 ms budget" in c.reason
+    c = choose(_report(fastest, steady), tie_pct=0.0, budget_ms=0.01)  # none meets it: the fastest (the caller says NOT met)
+    assert c is not None and c.config == fastest.config
+    wrong = _result("float16", 1, 0.010, 0.01, 0.80)  # meets the budget, fails the gate: never chosen
+    c = choose(_report(fastest, wrong), tie_pct=0.0, budget_ms=0.05)
+    assert c is not None and c.config == fastest.config
 
 
 def test_list_options_are_checked() -> None:
