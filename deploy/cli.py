@@ -1,5 +1,5 @@
-"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, releases, rollback, dashboard,
-collect, pull-data.
+"""``python -m deploy`` / ``edgekit-deploy``: doctor, push, start, stop, restart, status, logs, bench, tune, releases, rollback,
+dashboard, collect, pull-data.
 
 Every command takes one or more targets (``--host`` repeated, or ``--inventory FILE``), runs on
 all of them in parallel (one SSH connection per host, in threads), prints one result row per
@@ -23,7 +23,7 @@ import paramiko
 
 from deploy.agent.protocol import SUPERVISORS
 from deploy.errors import DeployError
-from deploy.layout import KEEP_RELEASES
+from deploy.layout import DEFAULT_VARIANT, KEEP_RELEASES
 from deploy.targets import (
     DEFAULT_DAEMON_PORT,
     DEFAULT_PYTHON,
@@ -33,10 +33,12 @@ from deploy.targets import (
 )
 from deploy.trust import DEFAULT_KNOWN_HOSTS
 from deploy.venv import RUNTIME_CHOICES
+from device import tuning
 from device.manifest import VARIANTS
+from device.runtime import XNNPACK_SETTINGS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "releases", "rollback", "dashboard",
+COMMANDS = ("doctor", "push", "start", "stop", "restart", "status", "logs", "bench", "tune", "releases", "rollback", "dashboard",
             "collect", "pull-data")
 LOCK_HELP = ("another push or control command holding the device's lock makes this one fail at once; "
              "wait up to this long for it instead")
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("push", "upload a model release, verify it on the device, switch to it atomically, restart, check health, roll back on failure")
     p.add_argument("--artifacts", type=Path, required=True, metavar="DIR", help="the host pipeline's output (manifest.json, .tflite, golden.npz)")
-    p.add_argument("--variant", default="int8", choices=VARIANTS, help="which model variant to run")
+    p.add_argument("--variant", default=DEFAULT_VARIANT, choices=[*VARIANTS, "auto"],
+                   help="which model variant to run; auto: the variant, threads and XNNPACK setting `tune` recorded on the "
+                        f"device for these models and runtime (a device never tuned gets {DEFAULT_VARIANT}, and a line saying so)")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                    help="TFLite runtime on the device (auto: as `doctor` decides)")
     p.add_argument("--supervisor", default="auto", choices=SUPERVISORS,
@@ -141,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "units, else a detached supervisor process; systemd/process: use it and record it")
     p.add_argument("--source", default="auto",
                    help="daemon frame source: picamera2, synthetic, folder:DIR, or auto (picamera2 when doctor finds a camera and picamera2, else synthetic)")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads on the device")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads on the device (with --variant auto: overrides the tuned count)")
+    p.add_argument("--xnnpack", default=None, choices=XNNPACK_SETTINGS,
+                   help="XNNPACK on (the runtime's default delegate) or off (builtin kernels only); unset: on, or the tuned setting with --variant auto")
     p.add_argument("--keep", type=int, default=KEEP_RELEASES, help="releases kept on the device (current and previous always kept)")
     p.add_argument("--health-timeout-s", type=float, default=30.0, help="how long the new daemon has to pass /healthz and classify frames")
     p.add_argument("--wheelhouse", type=Path, default=None, metavar="DIR",
@@ -185,6 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs (passed to the device benchmark)")
     p.add_argument("--timeout-s", type=float, default=600.0, help="give up on the benchmark after this long")
 
+    p = cmd("tune", "run every variant at 1, 2 and 4 threads with XNNPACK on and off on the device with the golden set; "
+                    "record the fastest within the accuracy gate for `push --variant auto`")
+    p.description = (p.description or "") + (
+        ". Per configuration: p50/p99 of invoke and of the daemon's whole pipeline, CPU time per frame, golden accuracy "
+        "and top-1 agreement with float32, and the XNNPACK nodes and worker threads the interpreter really used. The "
+        "variants are uploaded beside the current release (bench/<hash>/, once per content) and run with its runtime; "
+        "the choice is written to <remote-dir>/tuning.json. Exit 1 when nothing passes the gate, the budget is not met, "
+        "or the timings are emulated and --allow-emulated is not given.")
+    p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="the host pipeline's output whose variants to compare (if unset: the folder the current release was "
+                        "pushed from, when it is on this host unchanged; else only the release's own variant)")
+    p.add_argument("--variant", action="append", default=[], choices=VARIANTS, metavar="VARIANT",
+                   help="a variant to include (repeatable; if unset: every variant); float32 is the accuracy reference "
+                        "(without it, the host's float32 outputs in the golden set are)")
+    p.add_argument("--budget-ms", type=float, default=None, metavar="B",
+                   help="per-frame budget for the p99 of the whole pipeline: only configurations within it compete; "
+                        "when none is, the fastest is chosen anyway and the exit is 1")
+    p.add_argument("--allow-emulated", action="store_true",
+                   help="choose and record from EMULATED timings (otherwise they are measured and printed only)")
+    p.add_argument("--threads", type=_listed(tuning.parse_threads), default=",".join(map(str, tuning.DEFAULT_THREADS)), metavar="N,N,...",
+                   help="interpreter thread counts to try")
+    p.add_argument("--xnnpack", type=_listed(tuning.parse_xnnpack), default=",".join(XNNPACK_SETTINGS), metavar="on,off",
+                   help="XNNPACK settings to try (off only where the runtime can build an interpreter without it)")
+    p.add_argument("--frames", type=int, default=300, help="timed frames per configuration (synthetic lores frames)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed frames per configuration first")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the timed frames are split into")
+    p.add_argument("--golden-count", type=int, default=None, help="golden images for accuracy (if unset: all of them)")
+    p.add_argument("--gate-points", type=float, default=tuning.GATE_POINTS,
+                   help="pass when golden accuracy is at most this many points below float32's")
+    p.add_argument("--tie-pct", type=float, default=tuning.TIE_PCT,
+                   help="configurations within this %% of the fastest p50 are tied; the least CPU per frame wins (0: fastest only)")
+    p.add_argument("--no-record", action="store_true", help="measure and print, record nothing on the device")
+    p.add_argument("--keep-daemon-running", action="store_true",
+                   help="do not pause the daemon during the sweep (its frames then compete for the CPU being measured)")
+    p.add_argument("--timeout-s", type=float, default=3600.0, help="give up on the sweep after this long")
+    p.add_argument("--health-timeout-s", type=float, default=30.0, help="how long the restarted daemon has to be healthy")
+    p.add_argument("--lock-timeout-s", type=float, default=0.0, metavar="S", help=LOCK_HELP)
+
     cmd("releases", "list the releases on the device and which one is current")
 
     p = cmd("rollback", "switch back to the previous release (or --to ID), restart and check health")
@@ -219,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also copy the frames the daemon kept as uncertain (push --keep-uncertain) into UDIR, to label by hand")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
+
+
+def _listed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ValueError (a usage error naming what was wrong)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
@@ -316,6 +372,8 @@ def _dispatch(args: argparse.Namespace, targets: list[Target]) -> int:
         return _logs(args, targets)
     if c == "bench":
         return _bench(args, targets)
+    if c == "tune":
+        return _tune(args, targets)
     if c == "releases":
         return _releases(args, targets)
     if c == "rollback":
@@ -354,9 +412,12 @@ def _push(args: argparse.Namespace, targets: list[Target]) -> int:
     from deploy.layout import KeepUncertain, artifact_variant, load_artifacts
     from deploy.push import PushOptions, push
 
-    artifact_variant(load_artifacts(args.artifacts), args.variant)  # fail once, before connecting, on a bad folder
+    manifest = load_artifacts(args.artifacts)  # fail once, before connecting, on a bad folder
+    if args.variant != "auto":
+        artifact_variant(manifest, args.variant)
     opts = PushOptions(artifacts=args.artifacts, variant=args.variant, runtime=args.runtime, supervisor=args.supervisor,
-                       source=args.source, threads=args.threads, keep=args.keep, health_timeout_s=args.health_timeout_s,
+                       source=args.source, threads=args.threads, xnnpack=args.xnnpack, keep=args.keep,
+                       health_timeout_s=args.health_timeout_s,
                        wheelhouse=args.wheelhouse, golden_count=args.golden_count, progress=not args.no_progress,
                        lock_timeout_s=args.lock_timeout_s,
                        keep_uncertain=KeepUncertain(args.margin) if args.keep_uncertain else None,
@@ -579,6 +640,41 @@ def _bench(args: argparse.Namespace, targets: list[Target]) -> int:
                            "saved": str(r.data.saved) if r.ok else None,
                            "report": r.data.report if r.ok else None} for r in results], indent=1, default=str))
         return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return _finish(args, results, human)
+
+
+def _tune(args: argparse.Namespace, targets: list[Target]) -> int:
+    from deploy.layout import load_artifacts
+    from deploy.tune import TuneOptions, tune
+
+    if args.artifacts is not None:
+        load_artifacts(args.artifacts)  # a bad folder fails once, before connecting
+    for flag, value, least in (("--frames", args.frames, 1), ("--rounds", args.rounds, 1), ("--warmup", args.warmup, 0),
+                               ("--golden-count", args.golden_count, 1)):
+        if value is not None and value < least:
+            raise DeployError(f"{flag} must be at least {least}. Got: {value}")
+    opts = TuneOptions(artifacts=args.artifacts, variants=tuple(dict.fromkeys(args.variant)), budget_ms=args.budget_ms, allow_emulated=args.allow_emulated,
+                       threads=args.threads, xnnpack=args.xnnpack, frames=args.frames, warmup=args.warmup, rounds=args.rounds,
+                       golden_count=args.golden_count, gate_points=args.gate_points, tie_pct=args.tie_pct,
+                       record=not args.no_record, pause_daemon=not args.keep_daemon_running, timeout_s=args.timeout_s,
+                       lock_timeout_s=args.lock_timeout_s, health_timeout_s=args.health_timeout_s)
+
+    def log(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    def fn(device: Any, i: int) -> HostResult:
+        r = tune(device, opts, log)
+        return HostResult(r.host, r.ok, r.summary, r)
+
+    results = run_on_all(targets, args, fn)
+
+    def human() -> None:
+        for r in results:
+            if r.data is not None and hasattr(r.data, "format"):
+                print(r.data.format())
+                print()
+
     return _finish(args, results, human)
 
 

@@ -37,6 +37,7 @@ from device.manifest import (
 )
 
 KEEP_RELEASES = 3
+DEFAULT_VARIANT = "int8"  # what a push runs unless told otherwise (and what --variant auto falls back to)
 ID_LENGTH = RELEASE_ID_LENGTH
 
 
@@ -75,12 +76,16 @@ class ReleaseConfig:
     extra_args: tuple[str, ...] = ()
     collect: bool = True
     keep_uncertain: Optional[KeepUncertain] = None
+    xnnpack: Optional[str] = None  # on | off; None: the runtime's default (on)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict (stable key order, so the id is stable)."""
-        return {"variant": self.variant, "port": self.port, "source": self.source, "runtime": self.runtime,
-                "threads": self.threads, "extra_args": list(self.extra_args), "collect": self.collect,
-                "keep_uncertain": None if self.keep_uncertain is None else self.keep_uncertain.to_json()}
+        """JSON-ready dict (stable key order, so the id is stable; ``xnnpack`` only when set)."""
+        d: dict[str, Any] = {"variant": self.variant, "port": self.port, "source": self.source, "runtime": self.runtime,
+                             "threads": self.threads, "extra_args": list(self.extra_args), "collect": self.collect,
+                             "keep_uncertain": None if self.keep_uncertain is None else self.keep_uncertain.to_json()}
+        if self.xnnpack is not None:
+            d["xnnpack"] = self.xnnpack
+        return d
 
 
 @dataclass(frozen=True)

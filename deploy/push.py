@@ -38,9 +38,18 @@ from tqdm import tqdm
 from deploy.agent import protocol
 from deploy.doctor import probe
 from deploy.errors import DeployError, HealthError, RemoteError, VerifyError
-from deploy.layout import KEEP_RELEASES, KeepUncertain, Release, ReleaseConfig, build_release
+from deploy.layout import (
+    DEFAULT_VARIANT,
+    KEEP_RELEASES,
+    KeepUncertain,
+    Release,
+    ReleaseConfig,
+    build_release,
+    load_artifacts,
+)
 from deploy.remote import Device, progress_callback
 from deploy.supervisor import control, wait_healthy
+from deploy.tune import AUTO, auto_config
 from deploy.venv import (
     RuntimeChoice,
     build_wheelhouse,
@@ -81,11 +90,12 @@ class PushOptions:
     """What to push and how to bring it up."""
 
     artifacts: Path
-    variant: str = "int8"
+    variant: str = DEFAULT_VARIANT  # or AUTO: what `deploy tune` recorded on the device (deploy.tune.auto_config)
     runtime: str = "auto"
     supervisor: str = "auto"
     source: str = "auto"
     threads: Optional[int] = None
+    xnnpack: Optional[str] = None
     keep: int = KEEP_RELEASES
     health_timeout_s: float = 30.0
     wheelhouse: Optional[Path] = None
@@ -170,8 +180,14 @@ def push(device: Device, opts: PushOptions, log: Callable[[str], None] = lambda 
         camera = bool(facts.get("camera_models"))  # cameras libcamera sees, through picamera2
         source = "picamera2" if camera else "synthetic"
         steps.append(f"source: {source} ({'camera and picamera2 found' if camera else 'no camera with picamera2 on this device'})")
-    config = ReleaseConfig(variant=opts.variant, port=device.target.daemon_port, source=source,
-                           runtime=choice.name, threads=opts.threads,
+    variant, threads, xnnpack = opts.variant, opts.threads, opts.xnnpack
+    if variant == AUTO:
+        auto = auto_config(device, load_artifacts(opts.artifacts), choice.name, threads, xnnpack)
+        variant, threads, xnnpack = auto.variant, auto.threads, auto.xnnpack
+        steps.append(auto.note)
+        log(f"{device.target.label}: {auto.note}")
+    config = ReleaseConfig(variant=variant, port=device.target.daemon_port, source=source,
+                           runtime=choice.name, threads=threads, xnnpack=xnnpack,
                            extra_args=opts.daemon_args, keep_uncertain=opts.keep_uncertain)
     release = build_release(opts.artifacts, config, choice.requirements_text)
     with device.locked(f"push of release {release.id}", opts.lock_timeout_s):

@@ -51,6 +51,9 @@ class BenchResult:
     hardware: Hardware
     manifest_accuracy: Optional[float] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    xnnpack: str = "on"
+    delegate_nodes: Optional[int] = None  # XNNPACK nodes in the interpreter's plan: 0 means builtin kernels ran
+    cpu_per_frame_ms: Optional[float] = None  # process CPU time (all threads) per timed frame
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -101,10 +104,11 @@ def run_bench(
     hardware_root: Path | str = "/",
     progress: bool = False,
     source_factory: Optional[Callable[[], FrameSource]] = None,
+    xnnpack: str = "on",
 ) -> BenchResult:
     """Load, warm up and time the pipeline on a source; check accuracy on labelled frames."""
     t0 = time.perf_counter_ns()
-    engine = open_engine(manifest, variant, runtime, threads)
+    engine = open_engine(manifest, variant, runtime, threads, xnnpack=xnnpack)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     if config is None:
         config = CameraConfig.for_contract(manifest.preprocess)
@@ -122,6 +126,7 @@ def run_bench(
     totals: list[tuple[int, ...]] = []
     correct = labelled = 0
     bar = Progress(runs, f"bench {variant}", enabled=None if progress else False)
+    cpu0 = time.process_time_ns()
     for _ in range(runs):
         r = pipe.step()
         totals.append(r.stage_ns)
@@ -129,6 +134,7 @@ def run_bench(
             labelled += 1
             correct += int(bool(r.correct))
         bar.update()
+    cpu_ns = time.process_time_ns() - cpu0
     bar.close()
     src.close()
     arr = np.asarray(totals, dtype=np.int64).reshape(-1, len(STAGES))
@@ -153,6 +159,9 @@ def run_bench(
         golden_count=n_golden,
         hardware=read_hardware(hardware_root),
         manifest_accuracy=manifest.variant(variant).accuracy,
+        xnnpack=xnnpack,
+        delegate_nodes=engine.delegate_nodes,
+        cpu_per_frame_ms=cpu_ns / 1e6 / max(1, len(totals)),
     )
 
 
@@ -170,7 +179,8 @@ def format_text(r: BenchResult) -> str:
     hw = r.hardware
     lines = [emulated_banner(hw.emulated)] if hw.emulated else []
     lines += [
-        f"== {r.variant} on {r.source} frames: runtime {r.runtime} {r.runtime_version}, threads {r.threads or 'default'}",
+        f"== {r.variant} on {r.source} frames: runtime {r.runtime} {r.runtime_version}, threads {r.threads or 'default'}, "
+        f"XNNPACK {r.xnnpack} ({'?' if r.delegate_nodes is None else r.delegate_nodes} delegate nodes)",
         f"hardware: {hw.model or hw.cpu_model or 'unknown'} ({hw.machine}, {hw.cpu_count} CPUs)"
         + (f", governor {hw.governor}" if hw.governor else "")
         + (f", {hw.temperature_c:.1f} °C" if hw.temperature_c is not None else "")
@@ -189,6 +199,6 @@ def format_text(r: BenchResult) -> str:
         f"accuracy on {r.labelled_frames} synthetic camera frames: {pct(r.frame_accuracy)}   "
         f"interpreter on the raw model-sized images: {pct(r.raw_accuracy)}   "
         f"top-1 agreement with the host interpreter: {pct(r.host_agreement)} ({r.golden_count} golden images)   "
-        f"throughput: {fps:.0f} frames/s"
+        f"throughput: {fps:.0f} frames/s   CPU per frame: {r.cpu_per_frame_ms or 0:.4f} ms"
     )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``python -m device`` / ``edgekit-device``: run the daemon, benchmark the pipeline, or collect labelled frames.
+"""``python -m device`` / ``edgekit-device``: run the daemon, benchmark the pipeline, sweep its configurations, or collect labelled frames.
 
 The one place where parts are chosen: source, runtime, engine, preprocessor, daemon.
 """
@@ -12,15 +12,17 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
+from device import tuning
 from device.daemon import default_stale_after_s
 from device.errors import DeviceError
 from device.frames import DEFAULT_CAMERA, CameraConfig, Frame, FrameSource, parse_size
 from device.manifest import VARIANTS, Manifest, load_manifest
-from device.runtime import RUNTIMES
+from device.runtime import RUNTIMES, XNNPACK_SETTINGS
 from device.views import VIEW_MAX_PX
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 SOURCE_HELP = ("picamera2 | fake-picamera2[:OPTION,...] (a stand-in camera; options: stall-after=N stops delivering "
@@ -32,6 +34,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, type=Path, help="manifest.json (or its folder) written by `python -m host run`")
     p.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use; auto takes the first importable of tflite-runtime, ai-edge-litert, tensorflow")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="interpreter threads (None: the runtime's own choice)")
+    p.add_argument("--xnnpack", default="on", choices=XNNPACK_SETTINGS,
+                   help="on: the runtime's default delegate (XNNPACK, for the ops it takes); off: TFLite's builtin kernels only")
     p.add_argument("--invert", default="auto", choices=["auto", "on", "off"], help="polarity: auto decides from the image border")
     p.add_argument("--main", type=parse_size, default="{}x{}".format(*DEFAULT_CAMERA.main_size), metavar="WxH", help="camera main stream size")
     p.add_argument("--lores", type=_lores_size, default="auto", metavar="WxH|auto",
@@ -59,7 +63,7 @@ def camera_config(args: argparse.Namespace, manifest: Manifest, stream: str = "l
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(prog="python -m device", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench,collect}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,bench,sweep,collect}")
     run = sub.add_parser(
         "run",
         help="classify camera frames until stopped, serving the live page / and /healthz /stats /metrics /latest on 127.0.0.1",
@@ -138,7 +142,43 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--loop", action="store_true", help="repeat a folder source")
     col.add_argument("--status-file", type=Path, default=None, help="keep the job's status (JSON) here while collecting")
     col.add_argument("--json", action="store_true", help="print the job's final status as JSON on stdout")
+    sweep = sub.add_parser(
+        "sweep",
+        help="time every variant at each thread count with XNNPACK on and off, with golden accuracy (what `deploy tune` runs)",
+        description="For each configuration: p50/p99 of invoke and of the whole pipeline on synthetic lores frames, CPU "
+        "time per frame, top-1 on the golden set against the labels and against float32, and what the interpreter did "
+        "with the settings (XNNPACK nodes, worker threads). Then the fastest configuration within the accuracy gate.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sweep.add_argument("--manifest", required=True, type=Path, help="manifest.json (or its folder)")
+    sweep.add_argument("--runtime", default="auto", choices=["auto", *RUNTIMES], help="TFLite runtime to use")
+    sweep.add_argument("--variant", action="append", default=None, choices=VARIANTS,
+                       help="a variant to include (repeatable; default: every variant whose model file is present)")
+    sweep.add_argument("--threads", type=_arg_list(tuning.parse_threads), default=",".join(map(str, tuning.DEFAULT_THREADS)), metavar="N,N,...", help="thread counts")
+    sweep.add_argument("--xnnpack", type=_arg_list(tuning.parse_xnnpack), default=",".join(XNNPACK_SETTINGS), metavar="on,off", help="XNNPACK settings")
+    sweep.add_argument("--frames", type=int, default=300, help="timed frames per configuration")
+    sweep.add_argument("--warmup", type=int, default=20, help="untimed frames per configuration first")
+    sweep.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds the frames are split into")
+    sweep.add_argument("--golden-count", type=int, default=None, help="golden images for accuracy (None: all)")
+    sweep.add_argument("--gate-points", type=float, default=tuning.GATE_POINTS,
+                       help="a configuration passes when its golden accuracy is at most this many points below float32's")
+    sweep.add_argument("--tie-pct", type=float, default=tuning.TIE_PCT,
+                       help="configurations within this %% of the fastest p50 count as tied; the least CPU per frame wins")
+    sweep.add_argument("--hardware-root", type=Path, default=Path("/"), help="where /proc and /sys are read from")
+    sweep.add_argument("--json", action="store_true", help="print one JSON document (the report and the choice)")
     return parser
+
+
+def _arg_list(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a ``device.tuning`` parser (ValueError → a usage error naming the flag)."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def _source_factory(args: argparse.Namespace, manifest_golden: Optional[Path], config: CameraConfig):  # type: ignore[no-untyped-def]
@@ -210,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"--stale-after must be a positive number of seconds. Got: {stale_after_s}")
     golden = manifest.golden_path() if manifest.golden is not None else None
     factory = _source_factory(args, golden, config)
-    engine = open_engine(manifest, args.variant, args.runtime, args.threads, isolate=True)
+    engine = open_engine(manifest, args.variant, args.runtime, args.threads, isolate=True, xnnpack=args.xnnpack)
     pre = Preprocessor(manifest.preprocess, engine.input_spec, args.invert)
     v = manifest.variant(args.variant)
     info = {
@@ -220,6 +260,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "runtime": engine.runtime.name,
         "runtime_version": engine.runtime.version,
         "threads": args.threads,
+        "xnnpack": args.xnnpack,
+        "delegate_nodes": engine.delegate_nodes,  # what the interpreter did with --xnnpack (0: builtin kernels)
         "source": args.source,
         "labels": list(manifest.labels),
         # what the fps alert compares with: the camera's frame rate, the synthetic pacing, or 0 (unpaced)
@@ -344,12 +386,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = []
     for v in variants:
         r = run_bench(manifest, v, args.source, args.runs, args.warmup, args.threads, args.runtime, args.invert, config,
-                      args.hardware_root, progress=not args.json)
+                      args.hardware_root, progress=not args.json, xnnpack=args.xnnpack)
         results.append(r)
         if not args.json:
             print(format_text(r), flush=True)
     if args.json:
         print(json.dumps({"results": [r.to_json() for r in results]}, indent=1))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Measure every configuration, print the table (or JSON) and the choice."""
+    from device.sweep import run_sweep
+    from device.tuning import choose, format_table
+
+    manifest = load_manifest(args.manifest)
+    variants = args.variant or [v for v in manifest.variants if manifest.model_path(v).is_file()]
+    report = run_sweep(manifest, variants, args.threads, args.xnnpack, args.frames, args.warmup, args.rounds,
+                       args.golden_count, args.runtime, args.gate_points, args.hardware_root,
+                       progress=None if args.json else lambda m: print(m, file=sys.stderr, flush=True))
+    choice = choose(report, args.tie_pct)
+    if args.json:
+        print(json.dumps({"report": report.to_json(), "choice": choice.to_json() if choice else None}, indent=1))
+    else:
+        print(format_table(report, choice))
+        if choice is None:
+            print("no configuration passed the accuracy gate")
     return 0
 
 
@@ -362,6 +424,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_run(args)
         if args.command == "collect":
             return cmd_collect(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
         return cmd_bench(args)
     except DeviceError as e:
         print(f"edgekit-device: error: {e}", file=sys.stderr)

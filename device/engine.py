@@ -76,15 +76,40 @@ def read_model_bytes(path: Path, expected_sha256: Optional[str] = None) -> bytes
     return data
 
 
-class LiteRTEngine:
-    """A TFLite interpreter from whichever runtime ``load_runtime`` picked."""
+def count_delegate_nodes(interpreter: Any) -> Optional[int]:
+    """Nodes of the execution plan that a delegate (XNNPACK) runs, or None when the runtime does not say.
 
-    def __init__(self, model: bytes, runtime: Optional[Runtime] = None, threads: Optional[int] = None, name: str = "the model"):
+    A delegate that takes part replaces the nodes it runs with ``DELEGATE`` nodes; with
+    XNNPACK off (or ops XNNPACK does not take) there are none.
+    """
+    wrapper = getattr(interpreter, "_interpreter", None)
+    try:
+        if wrapper is not None and hasattr(wrapper, "NumNodes") and hasattr(wrapper, "NodeName"):
+            return sum(wrapper.NodeName(i) == "DELEGATE" for i in range(int(wrapper.NumNodes())))
+        return sum(op.get("op_name") == "DELEGATE" for op in interpreter._get_ops_details())
+    except Exception:  # a private API that changed: report "unknown", never fail a load over it
+        return None
+
+
+class LiteRTEngine:
+    """A TFLite interpreter from whichever runtime ``load_runtime`` picked.
+
+    ``threads`` is the interpreter's ``num_threads`` (None: the runtime's own choice); ``xnnpack``
+    is ``on`` (the runtime's default delegates) or ``off`` (builtin kernels only, see
+    ``device.runtime``). ``delegate_nodes`` says what the interpreter really did with it.
+    """
+
+    def __init__(self, model: bytes, runtime: Optional[Runtime] = None, threads: Optional[int] = None, name: str = "the model",
+                 xnnpack: str = "on"):
         self.runtime = runtime or load_runtime("auto")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1 (or unset for the runtime's choice). Got: {threads}")
         self.threads = threads
+        self.xnnpack = xnnpack
         self.name = name
+        options = self.runtime.interpreter_options(xnnpack)
         try:
-            self._interp = self.runtime.interpreter_class(model_content=model, num_threads=threads)
+            self._interp = self.runtime.interpreter_class(model_content=model, num_threads=threads, **options)
             self._interp.allocate_tensors()
             inp = self._interp.get_input_details()
             out = self._interp.get_output_details()
@@ -97,6 +122,7 @@ class LiteRTEngine:
         self._out_index = out[0]["index"]
         self.input_spec = _spec(inp[0])
         self.output_spec = _spec(out[0])
+        self.delegate_nodes = count_delegate_nodes(self._interp)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Set the input, invoke, return a copy of the output."""
@@ -143,8 +169,9 @@ def check_against_manifest(engine: Engine, variant: Variant) -> None:
 
 def open_engine(
     manifest: Manifest, variant: str, runtime: str = "auto", threads: Optional[int] = None, isolate: bool = False,
+    xnnpack: str = "on",
 ) -> LiteRTEngine:
-    """Read a variant's bytes once, verify hash and spec, load it with the chosen runtime.
+    """Read a variant's bytes once, verify hash and spec, load it with the chosen runtime, threads and XNNPACK setting.
 
     ``isolate`` first loads and invokes it once in a child process (``device.model_check``), so a
     runtime that crashes on the file ends a child, and the caller gets a one-line ModelError.
@@ -153,10 +180,11 @@ def open_engine(
     path = manifest.model_path(variant)
     data = read_model_bytes(path, v.sha256)
     rt = load_runtime(runtime)
+    rt.interpreter_options(xnnpack)  # refuse an impossible setting before anything is loaded
     if isolate:
         from device.model_check import check_in_child
 
-        check_in_child(data, rt.name, threads, str(path))
-    engine = LiteRTEngine(data, rt, threads, str(path))
+        check_in_child(data, rt.name, threads, str(path), xnnpack=xnnpack)
+    engine = LiteRTEngine(data, rt, threads, str(path), xnnpack)
     check_against_manifest(engine, v)
     return engine

@@ -49,6 +49,7 @@ from device.errors import DeviceError, ManifestError
 from device.manifest import load_manifest, sha256_file
 from device.preprocess import model_input
 from device.quant import to_scores
+from device.runtime import XNNPACK_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,14 @@ OTHER_KERNELS = Tolerance(
     "(tflite-runtime 2.14 vs ai-edge-litert 2.3)")
 
 
-def tolerance(device_runtime: str, golden_runtime: Optional[str]) -> Tolerance:
-    """The limits for a device runtime against golden outputs written by ``golden_runtime`` (None: unknown)."""
-    return SAME_KERNELS if golden_runtime and device_runtime == golden_runtime else OTHER_KERNELS
+def tolerance(device_runtime: str, golden_runtime: Optional[str], xnnpack: str = "on") -> Tolerance:
+    """The limits for a device runtime against golden outputs written by ``golden_runtime`` (None: unknown).
+
+    The host writes the golden set with its runtime's default kernels; with XNNPACK off the device runs the
+    builtin ones, which round int8 differently even in the same runtime: other kernels.
+    """
+    same = bool(golden_runtime) and device_runtime == golden_runtime and xnnpack == "on"
+    return SAME_KERNELS if same else OTHER_KERNELS
 
 
 @dataclass(frozen=True)
@@ -115,11 +121,13 @@ class GoldenReport:
                 f"on {self.runtime} {self.runtime_version}")
 
 
-def check_golden(manifest_path: Path, variant: str, runtime: str = "auto", count: int = 20) -> GoldenReport:
-    """Run ``count`` golden inputs through ``variant`` with the chosen runtime and compare with the host's raw outputs."""
+def check_golden(manifest_path: Path, variant: str, runtime: str = "auto", count: int = 20, threads: Optional[int] = None,
+                 xnnpack: str = "on") -> GoldenReport:
+    """Run ``count`` golden inputs through ``variant`` as the daemon will run it (runtime, threads, XNNPACK) and compare
+    with the host's raw outputs."""
     t0 = time.perf_counter()
     manifest = load_manifest(manifest_path)
-    engine = open_engine(manifest, variant, runtime=runtime)
+    engine = open_engine(manifest, variant, runtime=runtime, threads=threads, xnnpack=xnnpack)
     load_ms = (time.perf_counter() - t0) * 1e3
     gpath = manifest.golden_path()
     if manifest.golden is not None and sha256_file(gpath) != manifest.golden.sha256:
@@ -135,7 +143,7 @@ def check_golden(manifest_path: Path, variant: str, runtime: str = "auto", count
     spec = manifest.variant(variant).output
     integer = np.issubdtype(np.dtype(spec.dtype), np.integer)
     golden_runtime = manifest.model.get("interpreter")
-    tol = tolerance(engine.runtime.name, str(golden_runtime) if golden_runtime else None)
+    tol = tolerance(engine.runtime.name, str(golden_runtime) if golden_runtime else None, xnnpack)
     worst = 0.0
     agree = 0
     correct = 0
@@ -179,10 +187,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--variant", required=True, help="model variant to check")
     ap.add_argument("--runtime", default="auto", help="TFLite runtime (auto, tflite-runtime, ai-edge-litert, tensorflow)")
     ap.add_argument("--count", type=int, default=20, help="golden inputs to run")
+    ap.add_argument("--threads", type=int, default=None, help="interpreter threads, as the daemon will run it")
+    ap.add_argument("--xnnpack", default="on", choices=XNNPACK_SETTINGS, help="XNNPACK on or off, as the daemon will run it")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     try:
-        report = check_golden(args.manifest, args.variant, args.runtime, args.count)
+        report = check_golden(args.manifest, args.variant, args.runtime, args.count, args.threads, args.xnnpack)
     except DeviceError as e:
         print(json.dumps({"ok": False, "error": str(e)}) if args.json else f"error: {e}")
         return 2

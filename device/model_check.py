@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Optional
 
 from device.errors import DeviceError, ModelError, one_line
+from device.runtime import XNNPACK_SETTINGS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def check_in_child(data: bytes, runtime: str, threads: Optional[int] = None, name: str = "the model", timeout_s: float = 120.0) -> None:
+def check_in_child(data: bytes, runtime: str, threads: Optional[int] = None, name: str = "the model", timeout_s: float = 120.0,
+                   xnnpack: str = "on") -> None:
     """Load, allocate and invoke ``data`` once in a child process; raise ModelError if that fails in any way."""
-    cmd = [sys.executable, "-m", "device.model_check", "--runtime", runtime, "--name", name]
+    cmd = [sys.executable, "-m", "device.model_check", "--runtime", runtime, "--name", name, "--xnnpack", xnnpack]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
@@ -52,6 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--name", default="the model")
+    ap.add_argument("--xnnpack", default="on", choices=XNNPACK_SETTINGS)
     args = ap.parse_args(argv)
     data = sys.stdin.buffer.read()
     try:
@@ -60,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from device.engine import LiteRTEngine
         from device.runtime import load_runtime
 
-        engine = LiteRTEngine(data, load_runtime(args.runtime), args.threads, args.name)
+        engine = LiteRTEngine(data, load_runtime(args.runtime), args.threads, args.name, args.xnnpack)
         engine.run(np.zeros(engine.input_spec.shape, np.dtype(engine.input_spec.dtype)))
     except DeviceError as e:
         print(one_line(str(e)), flush=True)

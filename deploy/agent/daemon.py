@@ -18,12 +18,14 @@ UNCERTAIN_OPTIONS = {"margin": "--margin", "every_s": "--uncertain-every-s", "ma
 
 
 def config_args(config: dict[str, Any], lay: Optional[Layout] = None) -> list[str]:
-    """The daemon's --runtime/--threads options, collection and uncertain-frame options, and extra arguments of config.json."""
+    """The daemon's --runtime/--threads/--xnnpack options, collection and uncertain-frame options, and extra arguments of config.json."""
     args = []
     if config.get("runtime") and config["runtime"] != "auto":
         args += ["--runtime", str(config["runtime"])]
     if config.get("threads"):
         args += ["--threads", str(int(config["threads"]))]
+    if config.get("xnnpack"):
+        args += ["--xnnpack", str(config["xnnpack"])]
     if lay is not None and config.get("collect"):
         args += ["--data-dir", str(lay.data)]
     unc = config.get("keep_uncertain")

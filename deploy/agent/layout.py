@@ -8,6 +8,7 @@
     current -> releases/<id>  switched atomically and durably
     history.json              ids in the order they became current (for rollback)
     supervisor.json           the supervisor a push chose (systemd or process), for every later command
+    tuning.json               the configuration ``deploy tune`` chose, for ``push --variant auto``
     venvs/<req>/              one virtual environment per requirements hash, kept while a release uses it
     wheelhouse/               wheels pushed for offline installs
     data/<label>/             collected frames: frame/*.png, model/*.png, frames.jsonl (device.framestore)
@@ -48,6 +49,7 @@ class Layout:
         self.current = self.root / "current"
         self.history = self.root / "history.json"
         self.supervisor_record = self.root / "supervisor.json"
+        self.tuning = self.root / "tuning.json"
         self.venvs = self.root / "venvs"
         self.wheelhouse = self.root / "wheelhouse"
         self.run = self.root / "run"

@@ -23,6 +23,7 @@ from deploy.agent import (
     releases,
     supervisor,
     systemd,
+    tune,
     venvs,
 )
 from deploy.agent import protocol as P
@@ -87,6 +88,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     P.STATUS: lambda a: dict(health.status(_lay(a))),
     P.LOGS: cmd_logs,
     P.BENCH: lambda a: dict(bench.bench(_lay(a), a.variant, a.manifest, a.code, a.timeout_s, list(a.extra))),
+    P.TUNE: lambda a: dict(tune.run(_lay(a), a.manifest, a.code, a.timeout_s, not a.no_pause, list(a.extra))),
+    P.TUNE_RECORD: lambda a: tune.record(_lay(a), a.record),
+    P.TUNED: lambda a: dict(tune.recorded(_lay(a))),
     P.SUPERVISE: cmd_supervise,
     P.COLLECT: lambda a: dict(collect.start(_lay(a), a.label, a.count, a.interval_s, a.view_px)),
     P.COLLECT_STATUS: lambda a: dict(collect.status(_lay(a), a.cancel)),
@@ -144,6 +148,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--code", default="")
     p.add_argument("--timeout-s", type=float, default=600.0)
     p.add_argument("extra", nargs="*")
+    p = add(P.TUNE, "run the tuning sweep with the current release's runtime (the daemon paused meanwhile)")
+    p.add_argument("--manifest", default="", help="an uploaded bundle's manifest (default: the current release's)")
+    p.add_argument("--code", default="", help="the bundle's device code")
+    p.add_argument("--no-pause", action="store_true", help="leave the daemon running during the sweep")
+    p.add_argument("--timeout-s", type=float, default=3600.0)
+    p.add_argument("extra", nargs="*", help="options for `python -m device sweep`")
+    add(P.TUNE_RECORD, "record the chosen configuration in tuning.json (durably)").add_argument("--record", required=True)
+    add(P.TUNED, "the recorded choice and the current release")
     add(P.SUPERVISE, "the process supervisor (runs until SIGTERM)")
     p = add(P.COLLECT, "collect labelled frames through the daemon, or in a one-shot process when none runs")
     p.add_argument("--label", required=True)

@@ -28,6 +28,9 @@ from deploy.agent.procs import ProcessRef, write_ref
 from deploy.agent.runner import agent_command
 
 STOP_GRACE_S = 10.0
+# Until the new supervisor has recorded itself. Python compiles a zipapp's modules on every start (no .pyc cache):
+# under qemu-user at load 10 that alone took 6.8-12.2 s here, so 10 s failed pushes to the emulated Pi at random.
+START_TIMEOUT_S = 60.0
 
 
 def _log(msg: str) -> None:
@@ -176,7 +179,7 @@ def start(lay: Layout) -> dict[str, Any]:
         p = subprocess.Popen([*agent_command(), "supervise", "--dir", str(lay.root)],
                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True, cwd=str(lay.root), close_fds=True)
-    end = time.monotonic() + 10
+    end = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < end:
         ref = ProcessRef.load(lay.supervisor_ref)
         if ref is not None and ref.pid == p.pid and ref.alive():
@@ -184,7 +187,8 @@ def start(lay: Layout) -> dict[str, Any]:
         if p.poll() is not None:
             break
         time.sleep(0.05)
-    raise AgentError("the supervisor did not start: " + " | ".join(tail(lay.supervisor_log, 5)), kind="supervisor")
+    why = f"it exited {p.returncode}" if p.poll() is not None else f"it did not record itself within {START_TIMEOUT_S:.0f} s"
+    raise AgentError(f"the supervisor did not start ({why}): " + " | ".join(tail(lay.supervisor_log, 5)), kind="supervisor")
 
 
 def state(lay: Layout) -> dict[str, Any]:

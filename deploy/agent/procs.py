@@ -22,11 +22,25 @@ from typing import Any, Optional
 
 
 def _stat_fields(pid: int) -> Optional[list[str]]:
-    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    """Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses).
+
+    Read relative to the ``/proc/PID`` directory: qemu-user rewrites opens of ``/proc/self/stat``
+    and ``/proc/<own pid>/stat`` and answers them itself, with a start time often one tick off the
+    kernel's, so a process recording itself would never match what others read (the emulated Pi's
+    supervisor "did not start"). A path qemu does not recognise reaches the kernel's file.
+    """
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        d = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
+    try:
+        fd = os.open("stat", os.O_RDONLY, dir_fd=d)
+        with os.fdopen(fd, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(d)
     try:
         return text.rsplit(")", 1)[1].split()
     except IndexError:

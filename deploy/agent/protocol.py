@@ -52,6 +52,9 @@ WAIT = "wait"
 STATUS = "status"
 LOGS = "logs"
 BENCH = "bench"
+TUNE = "tune"
+TUNE_RECORD = "tune-record"
+TUNED = "tuned"
 SUPERVISE = "supervise"
 SERVE = "serve"
 COLLECT = "collect"
@@ -59,9 +62,11 @@ COLLECT_STATUS = "collect-status"
 DATA_LIST = "data-list"
 
 COMMANDS = (PROBE, LOCK, UNLOCK, PREPARE, VENV, VERIFY, ACTIVATE, ROLLBACK_TARGET, RELEASES, CONTROL, WAIT, STATUS,
-            LOGS, BENCH, SUPERVISE, COLLECT, COLLECT_STATUS, DATA_LIST)
-# Commands that change the device: each runs under the root's lock (collect may open the camera).
-MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL, COLLECT})
+            LOGS, BENCH, TUNE, TUNE_RECORD, TUNED, SUPERVISE, COLLECT, COLLECT_STATUS, DATA_LIST)
+# Commands that change the device: each runs under the root's lock (tune pauses the daemon while it
+# measures; collect may open the camera).
+MUTATING = frozenset({PREPARE, VENV, VERIFY, ACTIVATE, CONTROL, TUNE, TUNE_RECORD, COLLECT})
+TUNING_SCHEMA = 1
 
 # ---------------------------------------------------------------- error kinds
 
@@ -79,6 +84,7 @@ ERROR_KINDS = {
     "bench": "the device benchmark failed",
     "collect": "collection could not start or the daemon refused it",
     "busy": "a collection is already running on the device",
+    "tune": "the tuning sweep failed on the device",
     "internal": "an unexpected failure inside the agent",
 }
 
@@ -291,6 +297,55 @@ class DataListAnswer(TypedDict, total=False):
     labels: dict[str, FolderListing]
     invalid_folders: list[str]
     uncertain: FolderListing
+class TuneAnswer(TypedDict, total=False):
+    """``tune``: the sweep's report (``device.tuning.SweepReport.to_json()``) and what it ran on."""
+
+    report: dict[str, Any]
+    choice: Optional[dict[str, Any]]  # the device's own pick (the host decides again with its options)
+    release: str  # current release: its venv ran the sweep
+    release_variant: Optional[str]
+    models: dict[str, str]  # variant → sha256 of the models swept
+    manifest_sha256: str
+    emulated: Optional[str]
+    paused: bool  # the daemon was stopped for the sweep and started again
+    restart_error: Optional[str]
+    command: str
+
+
+class TuningRecord(TypedDict, total=False):
+    """``<remote-dir>/tuning.json``: the configuration ``deploy tune`` chose, which ``push --variant auto`` uses."""
+
+    schema: int
+    variant: str
+    threads: int
+    xnnpack: str  # on | off
+    runtime: str
+    runtime_version: str
+    model_sha256: str  # of the chosen variant: a push of other models does not inherit the choice
+    models: dict[str, str]
+    measured: dict[str, Any]
+    gate_points: float
+    budget_ms: Optional[float]
+    meets_budget: Optional[bool]
+    emulated: Optional[str]
+    hardware: str
+    reason: str
+    release: Optional[str]
+    tuned_at: str
+    recorded_at: str
+    by: str
+
+
+class TunedAnswer(TypedDict, total=False):
+    """``tuned``: the recorded choice (None: never tuned), the current release and the host folder it came from."""
+
+    record: Optional[TuningRecord]
+    path: str
+    current: Optional[str]
+    release_variant: Optional[str]
+    artifacts: Optional[str]  # release.json's "artifacts": where on the pushing host the release came from
+    manifest_sha256: Optional[str]
+    models: dict[str, str]
 
 
 # ---------------------------------------------------------------- encoding

@@ -86,6 +86,11 @@ def golden_check(lay: Layout, rel: Path, count: int, timeout_s: float) -> dict[s
     cmd = [str(python), "-m", "device.golden", "--manifest", str(rel / "model" / "manifest.json"),
            "--variant", str(config.get("variant")), "--runtime", str(config.get("runtime") or "auto"),
            "--count", str(int(count)), "--json"]
+    # The check runs the model as the daemon will: with the release's threads and XNNPACK setting.
+    if config.get("threads"):
+        cmd += ["--threads", str(int(config["threads"]))]
+    if config.get("xnnpack"):
+        cmd += ["--xnnpack", str(config["xnnpack"])]
     env = dict(os.environ, PYTHONPATH=str(rel / "code"), PYTHONDONTWRITEBYTECODE="1")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=str(rel))

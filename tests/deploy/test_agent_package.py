@@ -80,7 +80,8 @@ def _session(root: Path) -> str:
     lines = [["probe", *d], ["lock", *d, "--purpose", "test"], ["prepare", *d, "--id", RID], ["venv", *d, "--id", RID],
              ["verify", *d, "--id", RID], ["activate", *d, "--id", RID], ["releases", *d], ["rollback-target", *d],
              ["control", "stop", *d], ["status", *d], ["logs", *d], ["wait", *d, "--id", RID, "--timeout-s", "0.5"],
-             ["bench", *d], ["unlock", *d], ["no-such-command"]]
+             ["bench", *d], ["tuned", *d], ["tune", *d], ["tune-record", *d, "--record", "{}"], ["unlock", *d],
+             ["no-such-command"]]
     return "".join(json.dumps(x) + "\n" for x in lines)
 
 
@@ -117,10 +118,14 @@ def test_agent_process_imports_only_the_standard_library(pyz: Path, tmp_path: Pa
     root = tmp_path / "kit"
     p, modules = _run_recorded(tmp_path, pyz, ["serve"], stdin=_session(root))
     answers = [json.loads(line) for line in p.stdout.splitlines()]
-    assert p.returncode == 0 and len(answers) == 15, p.stderr
+    assert p.returncode == 0 and len(answers) == 18, p.stderr
     assert answers[0]["ok"] and answers[0]["python"] and answers[1]["ok"] and answers[2]["ok"]
     assert not answers[-1]["ok"] and answers[-1]["kind"] == "bad-request"
     assert all("fsync_count" in a for a in answers)
+    tuned, tune, record = answers[-5:-2]
+    assert tuned["ok"] and tuned["record"] is None and tuned["current"] is None
+    assert not tune["ok"] and tune["kind"] == "missing" and "push a release first" in tune["error"]
+    assert not record["ok"] and record["kind"] == "bad-request"
     # The bundled device modules were really used, from inside the zipapp.
     for name in ("deploy.agent.main", "device.hardware", "device.manifest", "device.service"):
         assert str(modules[name]).startswith(str(pyz) + os.sep), (name, modules[name])

@@ -160,8 +160,8 @@ def test_cli_unreachable_host_is_a_row_not_a_traceback(tmp_path: Path) -> None:
 
 
 CLI_COMMANDS = [["doctor"], ["push", "--artifacts", "ART"], ["start"], ["stop"], ["restart"], ["status"],
-                ["status", "--watch", "--count", "1", "--interval-s", "0"], ["logs"], ["logs", "-f"], ["bench"], ["releases"],
-                ["rollback"], ["collect", "--label", "cat", "--count", "2"], ["pull-data", "--to", "DATA"]]
+                ["status", "--watch", "--count", "1", "--interval-s", "0"], ["logs"], ["logs", "-f"], ["bench"], ["tune"],
+                ["releases"], ["rollback"], ["collect", "--label", "cat", "--count", "2"], ["pull-data", "--to", "DATA"]]
 
 
 @pytest.mark.parametrize("fault", ["refused", "dns", "identity"])
@@ -191,7 +191,7 @@ def test_every_command_fails_in_one_clear_line(fault: str, deploy_artifacts: Pat
     assert code == 1 and not row["ok"] and want in row["summary"] and "\n" not in row["summary"]
 
 
-@pytest.mark.parametrize("command", ["push", "bench"])
+@pytest.mark.parametrize("command", ["push", "bench", "tune"])
 def test_missing_artifacts_dir_is_refused_before_connecting(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from deploy.cli import main
 
