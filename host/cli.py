@@ -28,6 +28,8 @@ examples:
   python -m host run --out artifacts
   python -m host run --out artifacts --epochs 5 --force --json
   python -m host train --out work && python -m host convert --out work && python -m host evaluate --out work
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+    python -m host train --out work --strategy multi-worker      # on each machine, with its own index
 """
 
 
@@ -45,7 +47,8 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its four subcommands."""
     from host.convert import OPTIMIZATIONS
-    from host.train import DEFAULT_EPOCHS
+    from host.distribute import STRATEGIES
+    from host.train import DEFAULT_EPOCHS, PRECISIONS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--train-limit", type=positive_int, default=None, metavar="N", help="train on the first N images of train[:80%%] only (quick runs)")
         sp.add_argument("--seed", type=int, default=42, help="random seed (same seed, same model)")
         sp.add_argument("--force", action="store_true", help="replace a non-empty --out (the old folder stays until the new run succeeds)")
+        sp.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 where the CPU has bfloat16 units (AMX / AVX512-BF16), else float32")
 
     def optimization(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--optimization", default="DEFAULT", choices=OPTIMIZATIONS, help="tf.lite.Optimize for the quantised variants; the other two are deprecated aliases of DEFAULT")
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train and write the SavedModel", formatter_class=fmt, description="Train the CNN and write OUT/saved_model/1, OUT/model.keras and OUT/training.json.")
     common(sp, "output folder; must not exist or be empty (see --force)")
     training(sp)
+    sp.add_argument("--strategy", default="default", choices=STRATEGIES, help="multi-worker: one of the workers named in TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy); run the same command on every worker, worker 0 writes --out")
     sp = sub.add_parser("convert", help="SavedModel → four .tflite files", formatter_class=fmt, description="Convert OUT/saved_model/1 to float32, dynamic-range, float16 and full-integer int8 .tflite files.")
     common(sp, "folder written by `train`")
     optimization(sp)
@@ -126,9 +131,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     common: dict[str, Any] = {"tfds_dir": args.tfds_dir, "progress": progress, "allow_download": not args.offline}
     try:
         if args.command == "run":
-            out = pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, optimization=args.optimization, seed=args.seed, **common)
+            out = pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, optimization=args.optimization, seed=args.seed, precision=args.precision, **common)
         elif args.command == "train":
-            out = pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, seed=args.seed, **common)
+            out = pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, seed=args.seed, strategy=args.strategy, precision=args.precision, **common)
         elif args.command == "convert":
             out = pipeline.convert_step(args.out, args.data_dir, optimization=args.optimization, **common)
         else:
@@ -139,6 +144,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; --out was left as it was before this command", file=sys.stderr)
         return 130
+    if getattr(args, "strategy", "default") == "multi-worker":
+        from host.distribute import read_tf_config
+
+        task = read_tf_config()
+        if not task.is_chief:  # it saved into a temporary folder and deleted it
+            msg = {"worker": task.index, "workers": task.count, "out": None}
+            print(json.dumps(msg) if args.json else f"worker {task.index} of {task.count}: trained; worker 0 wrote the model")
+            return 0
     if args.json:
         print(json.dumps(summary(out), indent=2))
     else:

@@ -29,9 +29,12 @@ from host.convert import (
     resolve_optimization,
 )
 from host.data import LABELS, Splits, load_splits
+from host.distribute import STRATEGIES, barrier, multi_worker_strategy, read_tf_config
 from host.errors import ConfigError, OutputError
 from host.evaluate import VariantEval, evaluate_variant, host_runtime, keras_predictions
+from host.evaluate_camera import CAMERA_LIKE_COUNT, CAMERA_LIKE_SEED, evaluate_camera_like
 from host.golden import GOLDEN_COUNT, write_golden
+from host.recipe import fashion_mnist
 from host.report import write_report
 from host.train import DEFAULT_EPOCHS, TrainConfig, save_training, train
 
@@ -113,10 +116,10 @@ def _require_folder(out: Path, step: str) -> None:
 # ---------------------------------------------------------------- the three steps on a folder
 
 
-def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True) -> None:
+def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True, workers: int = 1) -> None:
     """Train and write saved_model/1, model.keras and training.json into ``folder``."""
     result = train(splits.train_x, splits.train_y, splits.val_x, splits.val_y, config, progress=progress)
-    save_training(result, config, folder, train_images=len(splits.train_x), data_source=splits.source)
+    save_training(result, config, folder, train_images=len(splits.train_x), data_source=splits.source, workers=workers)
 
 
 def _require_saved_model(folder: Path) -> Path:
@@ -161,6 +164,11 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
         evals.append(
             evaluate_variant(v, data, splits.test_x, splits.test_y, splits.seed_test_x, splits.seed_test_y, kpred, runtime)
         )
+    contract = Preprocess()
+    cameras = evaluate_camera_like(
+        {e.variant: folder / model_filename(e.variant) for e in evals}, {e.variant: e.official_raw for e in evals},
+        splits.test_x, splits.test_y, contract, runtime,
+    )
     n = min(GOLDEN_COUNT, len(splits.test_x))
     golden = write_golden(dst, splits.test_x[:n], splits.test_y[:n], {e.variant: e.official_raw[:n] for e in evals})
     model_info = {
@@ -170,6 +178,8 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
         "epochs_run": info.get("epochs_run"),
         "epochs": info.get("config", {}).get("epochs"),
         "train_seconds": info.get("train_seconds"),
+        "precision": info.get("precision"),
+        "cpu": info.get("cpu"),
         "train_images": info.get("train_images"),
         "data_source": info.get("data_source", splits.source),
         "representative_images": REPRESENTATIVE_COUNT,
@@ -182,11 +192,14 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
                 "per_class_accuracy": list(e.per_class_accuracy),
                 "latency_p50_ms": e.latency_p50_ms,
                 "latency_p99_ms": e.latency_p99_ms,
+                "camera_like_accuracy": cameras[e.variant].accuracy,
+                "camera_like_raw_accuracy": cameras[e.variant].raw_accuracy,
             }
             for e in evals
         },
+        "camera_like": {"count": CAMERA_LIKE_COUNT, "seed": CAMERA_LIKE_SEED, "crop": contract.crop},
     }
-    write_report(dst, evals, LABELS, model_info)
+    write_report(dst, evals, LABELS, model_info, list(cameras.values()))
     variants = {
         e.variant: Variant(
             name=e.variant,
@@ -202,7 +215,7 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
     manifest = Manifest(
         labels=LABELS,
         input=TensorSpec((1, 28, 28, 1), "float32"),
-        preprocess=Preprocess(),
+        preprocess=contract,
         variants=variants,
         root=folder,
         model=model_info,
@@ -232,6 +245,7 @@ def run_pipeline(
     seed: int = 42,
     progress: bool = True,
     allow_download: bool = True,
+    precision: str = "auto",
 ) -> Path:
     """Data → train → SavedModel → four .tflite → evaluation → manifest/golden/report, all in ``out``.
 
@@ -243,7 +257,7 @@ def run_pipeline(
     optimization = resolve_optimization(optimization)  # warns once here, not again in convert_all
     check_output(out, force)
     splits = load_splits(data_dir, tfds_dir, train_limit, allow_download)
-    config = TrainConfig(epochs=epochs, seed=seed)
+    config = fashion_mnist(epochs, seed, precision)
     with staged_output(out, force) as stage:
         train_into(stage, splits, config, progress)
         convert_into(stage, splits.train_x, optimization, seed, progress)
@@ -262,14 +276,39 @@ def train_step(
     seed: int = 42,
     progress: bool = True,
     allow_download: bool = True,
+    strategy: str = "default",
+    precision: str = "auto",
 ) -> Path:
-    """Train only: ``out`` gets saved_model/1, model.keras and training.json (atomically)."""
+    """Train only: ``out`` gets saved_model/1, model.keras and training.json (atomically).
+
+    ``strategy="multi-worker"``: one of several workers named in TF_CONFIG (``host.distribute``);
+    only the chief (worker 0) writes ``out``, the others save into a temporary folder and delete it.
+    """
     out = Path(out)
     _check_epochs(epochs)
+    config = fashion_mnist(epochs, seed, precision)
+    if strategy == "multi-worker":
+        task = read_tf_config()  # before any work: a bad TF_CONFIG fails at once
+        if task.is_chief:
+            check_output(out, force)
+        dist, task = multi_worker_strategy()  # before TensorFlow's first op (the data load runs ops)
+        splits = load_splits(data_dir, tfds_dir, train_limit, allow_download)
+        with dist.scope():
+            if task.is_chief:
+                with staged_output(out, force) as stage:
+                    train_into(stage, splits, config, progress, workers=task.count)
+                    barrier()
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"edgekit-worker{task.index}-") as tmp:
+                    train_into(Path(tmp), splits, config, progress, workers=task.count)
+                    barrier()
+        return out
+    if strategy != "default":
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. Got: {strategy!r}")
     check_output(out, force)
     splits = load_splits(data_dir, tfds_dir, train_limit, allow_download)
     with staged_output(out, force) as stage:
-        train_into(stage, splits, TrainConfig(epochs=epochs, seed=seed), progress)
+        train_into(stage, splits, config, progress)
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from host.evaluate import VariantEval
+from host.evaluate_camera import CameraEval
 
 REPORT_NAME = "report.md"
 CONFUSION_NAME = "confusion_int8.png"
@@ -37,15 +38,56 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     plt.close(fig)
 
 
-def render_report(evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> str:
-    """The Markdown report: model facts, the variant table, per-class accuracy."""
+def _machine(model: dict[str, Any]) -> str:
+    """' (float32 on CPU X: flags)' for the training figure, when training.json recorded it."""
+    cpu = model.get("cpu") or {}
+    if not cpu and not model.get("precision"):
+        return ""
+    flags = " ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "no avx2/avx512/bf16 flags"
+    cap = f", oneDNN capped at {cpu['onednn_isa_cap']}" if cpu.get("onednn_isa_cap") else ""
+    return f" ({model.get('precision', '?')} on {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores: {flags}{cap})"
+
+
+def camera_section(cameras: Sequence[CameraEval], model: dict[str, Any]) -> list[str]:
+    """The camera-like table: accuracy beside the raw figure on the same images, by polarity and frame format."""
+    if not cameras:
+        return []
+    info = model.get("camera_like", {})
+    formats = list(cameras[0].by_format)
+    lines = [
+        "",
+        "## Camera-like frames",
+        "",
+        f"{info.get('count', '?')} official test images rendered as a camera sees a garment (`device.camera_scene`: "
+        "the garment's longer side at 60-100 % of the frame height, off centre, light on dark or dark on light, "
+        "tinted, tone-curved, vignetted, slightly blurred, noisy), in turn as 640x480 B,G,R main frames and as "
+        "lores YUV420 frames with padded rows, each through the device's preprocessing "
+        f"(crop `{info.get('crop', '?')}`) and the interpreter. *Raw* is the same interpreter on the same images "
+        f"as stored; the gap is raw minus camera-like. Renderer seed {info.get('seed', '?')}, never used for tuning.",
+        "",
+        "| variant | camera-like | raw, same images | gap (points) | light on dark | dark on light | " + " | ".join(formats) + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(formats),
+    ]
+    for c in cameras:
+        pol = [f"{100 * c.by_polarity[k]:.1f} %" if k in c.by_polarity else "-" for k in ("light_on_dark", "dark_on_light")]
+        lines.append(
+            f"| {c.variant} | {100 * c.accuracy:.2f} % | {100 * c.raw_accuracy:.2f} % | {c.gap_points:+.2f} | "
+            + " | ".join(pol) + " | " + " | ".join(f"{100 * c.by_format[f]:.1f} %" for f in formats) + " |"
+        )
+    return lines
+
+
+def render_report(
+    evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any], cameras: Sequence[CameraEval] = ()
+) -> str:
+    """The Markdown report: model facts, the variant table, camera-like frames, per-class accuracy."""
     by = {e.variant: e for e in evals}
     base = by.get("float32")
     lines = [
         "# edgekit host report",
         "",
         f"Model `{model.get('name', '?')}`: {model.get('params', '?')} parameters, trained "
-        f"{model.get('epochs_run', '?')} epochs in {float(model.get('train_seconds', 0)):.0f} s; "
+        f"{model.get('epochs_run', '?')} epochs in {float(model.get('train_seconds', 0)):.0f} s{_machine(model)}; "
         f"Keras accuracy on the official test split {100 * float(model.get('keras_accuracy', 0)):.2f} %. "
         f"Data: {model.get('data_source', '?')}. Interpreter: {evals[0].runtime if evals else '?'}.",
         "",
@@ -64,6 +106,7 @@ def render_report(evals: Sequence[VariantEval], labels: Sequence[str], model: di
             f"{100 * e.seed_test_accuracy:.2f} % | {100 * e.keras_agreement:.2f} % | {e.input.dtype}{q} | "
             f"{e.latency_p50_ms:.4f} | {e.latency_p99_ms:.4f} |"
         )
+    lines += camera_section(cameras, model)
     lines += ["", "## Per-class accuracy (official test split)", ""]
     lines.append("| class | " + " | ".join(e.variant for e in evals) + " |")
     lines.append("|---|" + "---:|" * len(evals))
@@ -74,11 +117,13 @@ def render_report(evals: Sequence[VariantEval], labels: Sequence[str], model: di
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> Path:
+def write_report(
+    folder: Path, evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any], cameras: Sequence[CameraEval] = ()
+) -> Path:
     """Write report.md and, when there is an int8 variant, confusion_int8.png into ``folder``."""
     by = {e.variant: e for e in evals}
     if "int8" in by:
         plot_confusion(by["int8"].confusion, labels, Path(folder) / CONFUSION_NAME, "int8 model, official test split")
     path = Path(folder) / REPORT_NAME
-    path.write_text(render_report(evals, labels, model))
+    path.write_text(render_report(evals, labels, model, cameras))
     return path
