@@ -45,6 +45,8 @@ class AugmentConfig:
     shading: float = 0.2  # camera images: largest darkening of the corners relative to the centre
     noise: float = 0.03  # camera images: largest sensor-noise sigma (image range is [0, 1])
     fill: float = 0.0  # value shifted in at the edges (the background: 0 for light on dark)
+    erase: float = 0.0  # probability that an image gets a random rectangle set to ``fill`` (random erasing)
+    erase_size: tuple[float, float] = (0.15, 0.45)  # its sides, fractions of the image size
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.camera_fraction <= 1.0:
@@ -53,13 +55,15 @@ class AugmentConfig:
             raise ConfigError(f"shift must be a fraction of the image size in [0, 0.5). Got: {self.shift}")
         if not 0.0 <= self.blur < 1 / 3:
             raise ConfigError(f"blur must be in [0, 1/3) (a neighbour weighs less than the centre). Got: {self.blur}")
+        if not 0.0 <= self.erase <= 1.0:
+            raise ConfigError(f"erase must be a probability in [0, 1]. Got: {self.erase}")
         if not 0.0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"scale must be a range (lo, hi) with 0 < lo <= hi. Got: {self.scale}")
 
     @property
     def active(self) -> bool:
         """False when augmentation would leave every image as it is."""
-        return self.flip or self.shift > 0 or self.camera_fraction > 0
+        return self.flip or self.shift > 0 or self.camera_fraction > 0 or self.erase > 0
 
 
 def _uniform(seed: Any, shape: Any, lo: float, hi: float) -> Any:
@@ -81,11 +85,28 @@ def _blur_axis(x: Any, a: Any, axis: int) -> Any:
     return (1.0 - 2.0 * a) * x + a * (before + after)
 
 
+def _erase(x: Any, seed: Any, config: AugmentConfig) -> Any:
+    """Random erasing: with probability ``erase`` a rectangle (sides in ``erase_size``) becomes ``fill``."""
+    import tensorflow as tf
+
+    s = tf.random.experimental.stateless_split(seed, num=5)
+    b = tf.shape(x)[0]
+    lo, hi = config.erase_size
+    on = tf.reshape(_uniform(s[0], [b], 0.0, 1.0) < config.erase, [-1, 1, 1, 1])
+    hh, ww = _uniform(s[1], [b], lo, hi), _uniform(s[2], [b], lo, hi)
+    cy, cx = _uniform(s[3], [b], 0.0, 1.0), _uniform(s[4], [b], 0.0, 1.0)
+    yy = tf.reshape(tf.linspace(0.0, 1.0, tf.shape(x)[1]), [1, -1, 1, 1])
+    xx = tf.reshape(tf.linspace(0.0, 1.0, tf.shape(x)[2]), [1, 1, -1, 1])
+    r = lambda t: tf.reshape(t, [-1, 1, 1, 1])  # noqa: E731
+    inside = (tf.abs(yy - r(cy)) <= r(hh) / 2) & (tf.abs(xx - r(cx)) <= r(ww) / 2) & on
+    return tf.where(inside, tf.cast(config.fill, x.dtype), x)
+
+
 def augment_batch(images: Any, seed: Any, config: AugmentConfig) -> Any:
     """Augment a float32 batch [B, H, W, C] in [0, 1]; ``seed`` is a stateless seed (int [2])."""
     import tensorflow as tf
 
-    seeds = tf.random.experimental.stateless_split(seed, num=14)
+    seeds = tf.random.experimental.stateless_split(seed, num=15)
     shape = tf.shape(images)
     b = shape[0]
     h = tf.cast(shape[1], tf.float32)
@@ -109,6 +130,8 @@ def augment_batch(images: Any, seed: Any, config: AugmentConfig) -> Any:
         images=images, transforms=transforms, output_shape=shape[1:3], fill_value=config.fill,
         interpolation="BILINEAR", fill_mode="CONSTANT",
     )
+    if config.erase > 0.0:
+        x = _erase(x, seeds[14], config)
     if config.camera_fraction <= 0.0:
         return x
     per_image = lambda t: tf.reshape(t, [-1, 1, 1, 1])  # noqa: E731

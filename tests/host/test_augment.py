@@ -96,3 +96,13 @@ def test_recipe_trains_other_shapes_and_class_counts() -> None:
 def test_bad_augmentation_settings_are_refused(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         AugmentConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_random_erasing_blanks_a_rectangle() -> None:
+    x = np.full((32, 28, 28, 1), 200, np.uint8)
+    a, _ = batch(x, AugmentConfig(flip=False, shift=0.0, erase=1.0, erase_size=(0.3, 0.3)))
+    blank = a[..., 0] == 0.0
+    assert blank.any(axis=(1, 2)).all()  # every image lost a patch
+    sides = [(int(b.any(axis=1).sum()), int(b.any(axis=0).sum())) for b in blank]
+    assert all(h <= 10 and w <= 10 for h, w in sides) and max(h for h, _ in sides) >= 8  # about 0.3 x 28, cut at the edges
+    assert np.all(a[~blank] == pytest.approx(200 / 255))
