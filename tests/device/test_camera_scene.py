@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,20 @@ def test_camera_like_source_cycles_labelled_frames() -> None:
         src.read()
     with pytest.raises(SourceError, match="golden"):
         CameraLikeSource.from_golden("/nonexistent/golden.npz")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, fmt", [("camera-like", "YUV420"), ("camera-like-main", "BGR")])
+def test_device_bench_runs_on_camera_like_frames(artifacts: Path, source: str, fmt: str) -> None:
+    from device.bench import format_text, make_source, run_bench
+    from device.frames import DEFAULT_CAMERA
+    from device.manifest import load_manifest
+
+    manifest = load_manifest(artifacts)
+    src = make_source(source, manifest, DEFAULT_CAMERA, loop=False)
+    assert src.read().fmt == fmt
+    r = run_bench(manifest, "int8", source, runs=100 if fmt == "BGR" else None)
+    assert r.source == source and r.labelled_frames == (100 if fmt == "BGR" else 1000)
+    assert r.frame_accuracy is not None and 0.0 < r.frame_accuracy <= 1.0
+    text = format_text(r)
+    assert "camera-like frames" in text and ("gap" in text) == (fmt == "YUV420")
