@@ -172,6 +172,25 @@ def synchronize_batch_norm(model: Any) -> int:
     return count
 
 
+def check_same_on_every_worker(what: str, value: float) -> None:
+    """Refuse to train when the workers disagree on ``value`` (e.g. the number of images, the precision).
+
+    The workers would otherwise hang at the first step one of them does not take, or average
+    gradients of different computations. Sum and sum of squares over the workers decide it.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    n = strategy.num_replicas_in_sync
+    sums = strategy.reduce("SUM", strategy.run(lambda: tf.constant([value, value * value], tf.float64)), axis=None).numpy()
+    total, squares = float(sums[0]), float(sums[1])
+    if abs(total * total - n * squares) > 1e-6 * max(1.0, squares * n):
+        raise ConfigError(
+            f"the {n} workers disagree on {what} (this worker: {value:g}); give every worker the same data, "
+            "code and flags (e.g. --precision float32 on machines with and without bf16 units)"
+        )
+
+
 def barrier() -> None:
     """Wait until every worker gets here (an all-reduce of one number), so none leaves while others still save."""
     import tensorflow as tf

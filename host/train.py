@@ -21,6 +21,7 @@ import numpy as np
 from host.augment import AugmentConfig, augment_batch
 from host.cpu import cpu_has_bf16, read_cpu
 from host.distribute import (
+    check_same_on_every_worker,
     in_multi_worker,
     keras_fit_workarounds,
     shard_options,
@@ -204,6 +205,8 @@ def train(
     model, policy = compiled_model(config, input_shape, num_classes, steps)
     multi_worker = in_multi_worker()  # inside a caller's MultiWorkerMirroredStrategy scope
     if multi_worker:
+        check_same_on_every_worker("the number of training images", len(train_x))
+        check_same_on_every_worker("the training precision (1: mixed_bfloat16)", float(policy != "float32"))
         keras_fit_workarounds(model)
         synchronize_batch_norm(model)
     callbacks: list[Any] = [

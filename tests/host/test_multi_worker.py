@@ -127,3 +127,18 @@ def test_two_workers_match_one_worker(tmp_path: Path, tfds_dir: Path) -> None:
     a_two = _accuracy(chief, splits.test_x, splits.test_y)
     assert a_one > 0.8, a_one  # the short run learns
     assert abs(a_two - a_one) <= TOLERANCE, (a_one, a_two)
+
+
+@pytest.mark.slow
+def test_workers_that_disagree_refuse_in_one_line_instead_of_hanging(tmp_path: Path, tfds_dir: Path) -> None:
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = [
+        host_train(tmp_path / f"worker{i}", tfds_dir, "--strategy", "multi-worker", "--train-limit", str(limit),
+                   env={"TF_CONFIG": tf_config(workers, i)})
+        for i, limit in ((1, 3000), (0, 2000))
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
+        assert "disagree on the number of training images" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "worker0").exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".")]
