@@ -1,4 +1,4 @@
-"""Command line: `python -m host run|train|convert|evaluate` (also installed as `edgekit-host`)."""
+"""Command line: `python -m host run|train|convert|evaluate|import` (also installed as `edgekit-host`)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,25 @@ steps:
   train     data → train → OUT/saved_model/1, OUT/model.keras, OUT/training.json
   convert   OUT/saved_model/1 → OUT/model_{float32,dynamic,float16,int8}.tflite
   evaluate  OUT/*.tflite → OUT/manifest.json, golden.npz, report.md, confusion_int8.png
+  import    your SavedModel / .keras / .h5 / .tflite + labels.txt → the same artifacts as run
 
-data: Fashion-MNIST via tensorflow_datasets. Without network it is ingested once from the
-official IDX files (/usr/share/datasets/fashion-mnist from the Debian package
-dataset-fashion-mnist, or --data-dir) into the tfds data dir ($TFDS_DATA_DIR or
-~/tensorflow_datasets).
+data (--data): fashion_mnist (the default) via tensorflow_datasets; without network it is
+ingested once from the official IDX files (/usr/share/datasets/fashion-mnist from the Debian
+package dataset-fashion-mnist, or --data-dir) into the tfds data dir ($TFDS_DATA_DIR or
+~/tensorflow_datasets). Or folder:DIR, one subfolder per class (the folder name is the label),
+jpg/png of any size: split 80/10/10 by content hash, duplicates counted once, bursts of
+near-identical frames kept in one split, unreadable files skipped and named.
+
+network (--network auto): below 64 pixels the small CNN, from 64 pixels the MobileNet-style
+network built from scratch (--width); --base mobilenet_v2 fine-tunes Keras's ImageNet
+MobileNetV2 (downloaded), --base-weights FILE the same from a local weights file.
 
 examples:
   python -m host run --out artifacts
   python -m host run --out artifacts --epochs 5 --force --json
+  python -m host run --data folder:photos --out mine                     # 96x96 RGB, MobileNet-style
+  python -m host run --data folder:photos --out mine --image-size 128 --base-weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5
+  python -m host import --model keras_model.h5 --labels labels.txt --calibration folder:photos --out tm --preprocess '{"normalize": [-1, 1]}'
   python -m host train --out work && python -m host convert --out work && python -m host evaluate --out work
   TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}' \
     python -m host train --out work --strategy multi-worker      # on each machine, with its own index
@@ -44,20 +54,45 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number. Got: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number. Got: {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Got: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Got: {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with its four subcommands."""
+    """The argument parser with its five subcommands."""
+    from host.choose import BASES, DEFAULT_BASE_WIDTH, DEFAULT_WIDTH, MODEL_KINDS
     from host.convert import OPTIMIZATIONS
     from host.distribute import STRATEGIES
+    from host.folder import COLORS, DEFAULT_SIZE
     from host.train import DEFAULT_EPOCHS, PRECISIONS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(
         prog="python -m host",
-        description="Train the Fashion-MNIST CNN, convert it to four TFLite variants and evaluate them in the TFLite interpreter.",
+        description="Train an image classifier (Fashion-MNIST by default, or your own folder of images) or import yours, "
+        "convert it to four TFLite variants and evaluate them in the TFLite interpreter through the device's code.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,train,convert,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,train,convert,evaluate,import}")
 
     def common(sp: argparse.ArgumentParser, out_help: str) -> None:
         sp.add_argument("--out", type=Path, required=True, metavar="DIR", help=out_help)
@@ -68,11 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress output")
 
     def training(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS, metavar="N", help="maximum training epochs (early stopping on validation may stop sooner)")
-        sp.add_argument("--train-limit", type=positive_int, default=None, metavar="N", help="train on the first N images of train[:80%%] only (quick runs)")
+        sp.add_argument("--data", default="fashion_mnist", metavar="fashion_mnist|folder:DIR", help="the data set: Fashion-MNIST, or a folder with one subfolder of images per class (the folder name is the label)")
+        sp.add_argument("--image-size", type=positive_int, default=None, metavar="N", help=f"folder data: train at NxN (centre crop, area resize); None means the images' own size when they all are one square size up to 96, else {DEFAULT_SIZE}")
+        sp.add_argument("--color", choices=COLORS, default=None, help="folder data: None means grayscale when every image is single-channel, else rgb")
+        sp.add_argument("--epochs", type=positive_int, default=None, metavar="N", help=f"maximum training epochs (early stopping on validation may stop sooner); None means {DEFAULT_EPOCHS}, and for folder data at least enough for 200 steps")
+        sp.add_argument("--train-limit", type=positive_int, default=None, metavar="N", help="train on the first N training images only (quick runs)")
         sp.add_argument("--seed", type=int, default=42, help="random seed (same seed, same model)")
         sp.add_argument("--force", action="store_true", help="replace a non-empty --out (the old folder stays until the new run succeeds)")
         sp.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 where the CPU has bfloat16 units (AMX / AVX512-BF16), else float32")
+        sp.add_argument("--network", choices=MODEL_KINDS, default="auto", help="auto: the small CNN below 64 pixels, the MobileNet-style network from 64 pixels")
+        sp.add_argument("--width", type=positive_float, default=None, metavar="W", help=f"width multiplier of the MobileNet networks; None means {DEFAULT_WIDTH} from scratch, {DEFAULT_BASE_WIDTH} with --base")
+        sp.add_argument("--base", choices=BASES, default=None, help="fine-tune Keras's MobileNetV2 with ImageNet weights (Keras downloads them into ~/.keras/models)")
+        sp.add_argument("--base-weights", default=None, metavar="FILE", help="the same from a local MobileNetV2 weights file without top (.h5 or .weights.h5), for machines without network")
+        sp.add_argument("--fine-tune-layers", type=non_negative_int, default=0, metavar="N", help="with --base: also train the base's top N layers (batch norm stays frozen); 0 trains the new head only")
+        sp.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips in training (for classes that differ by direction, e.g. left/right arrows)")
 
     def optimization(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--optimization", default="DEFAULT", choices=OPTIMIZATIONS, help="tf.lite.Optimize for the quantised variants; the other two are deprecated aliases of DEFAULT")
@@ -85,11 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp, "output folder; must not exist or be empty (see --force)")
     training(sp)
     sp.add_argument("--strategy", default="default", choices=STRATEGIES, help="multi-worker: one of the workers named in TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy); run the same command on every worker, worker 0 writes --out")
+    reuse = "the data OUT was trained on (its training.json); None means that"
     sp = sub.add_parser("convert", help="SavedModel → four .tflite files", formatter_class=fmt, description="Convert OUT/saved_model/1 to float32, dynamic-range, float16 and full-integer int8 .tflite files.")
     common(sp, "folder written by `train`")
+    sp.add_argument("--data", default=None, metavar="fashion_mnist|folder:DIR", help=reuse)
     optimization(sp)
-    sp = sub.add_parser("evaluate", help="evaluate the .tflite files, write manifest and report", formatter_class=fmt, description="Run every .tflite in the TFLite interpreter on the official and seed test splits; write manifest.json, golden.npz, report.md and confusion_int8.png.")
+    sp = sub.add_parser("evaluate", help="evaluate the .tflite files, write manifest and report", formatter_class=fmt, description="Run every .tflite in the TFLite interpreter on the test split (and Fashion-MNIST's seed test split); write manifest.json, golden.npz, report.md and confusion_int8.png.")
     common(sp, "folder written by `convert`")
+    sp.add_argument("--data", default=None, metavar="fashion_mnist|folder:DIR", help=reuse)
+    sp = sub.add_parser(
+        "import", help="your model + labels → the same artifacts as run", formatter_class=fmt,
+        description="Take a SavedModel folder, a .keras / .h5 file (e.g. Teachable Machine's) or a .tflite, with its labels: "
+        "a Keras model or SavedModel is converted to the four variants (int8 calibrated on the folder), a .tflite is checked "
+        "and taken as is; accuracy comes from the folder's held-out 10 %.",
+    )
+    sp.add_argument("--model", type=Path, required=True, metavar="PATH", help="SavedModel folder, .keras / .h5 file or .tflite")
+    sp.add_argument("--labels", type=Path, required=True, metavar="FILE", help="one label per line, in the model's output order (Teachable Machine's '0 name' lines are fine)")
+    sp.add_argument("--calibration", required=True, metavar="folder:DIR", help="images of (some of) the classes, one subfolder per label: int8 calibration and held-out accuracy")
+    sp.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder; must not exist or be empty (see --force)")
+    sp.add_argument("--preprocess", default=None, metavar="JSON|FILE", help="the preprocessing contract's fields the model cannot tell, e.g. '{\"normalize\": [-1, 1]}' (see device/manifest.py); None means: from the model's input, centre crop, area resize, no contrast stretch, any polarity")
+    sp.add_argument("--force", action="store_true", help="replace a non-empty --out (the old folder stays until the import succeeds)")
+    sp.add_argument("--seed", type=int, default=42, help="seed of the int8 representative draw")
+    sp.add_argument("--json", action="store_true", help="print a JSON summary on stdout (progress goes to stderr)")
+    sp.add_argument("--quiet", action="store_true", help="no progress output")
+    optimization(sp)
     return p
 
 
@@ -119,25 +182,39 @@ def summary(out: Path) -> dict[str, Any]:
     return d
 
 
+def _pipeline_step(args: argparse.Namespace, progress: bool) -> Path:
+    from host import pipeline
+    from host.choose import ModelChoice
+
+    common: dict[str, Any] = {"tfds_dir": args.tfds_dir, "progress": progress, "allow_download": not args.offline}
+    if args.command in ("run", "train"):
+        choice = ModelChoice(kind=args.network, width=args.width, base=args.base, base_weights=args.base_weights, fine_tune_layers=args.fine_tune_layers)
+        common.update(data=args.data, image_size=args.image_size, color=args.color, choice=choice, flip=args.flip, force=args.force, seed=args.seed,
+                      precision=args.precision)
+        if args.command == "run":
+            return pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, optimization=args.optimization, **common)
+        return pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, strategy=args.strategy, **common)
+    if args.command == "convert":
+        return pipeline.convert_step(args.out, args.data_dir, optimization=args.optimization, data=args.data, **common)
+    return pipeline.evaluate_step(args.out, args.data_dir, data=args.data, **common)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     _quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from device.errors import DeviceError
-    from host import pipeline
 
     progress = not args.quiet
-    common: dict[str, Any] = {"tfds_dir": args.tfds_dir, "progress": progress, "allow_download": not args.offline}
     try:
-        if args.command == "run":
-            out = pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, optimization=args.optimization, seed=args.seed, precision=args.precision, **common)
-        elif args.command == "train":
-            out = pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, force=args.force, seed=args.seed, strategy=args.strategy, precision=args.precision, **common)
-        elif args.command == "convert":
-            out = pipeline.convert_step(args.out, args.data_dir, optimization=args.optimization, **common)
+        if args.command == "import":
+            from host.importer import import_model
+
+            out = import_model(args.model, args.labels, args.calibration, args.out, preprocess=args.preprocess, force=args.force,
+                               optimization=args.optimization, seed=args.seed, progress=progress)
         else:
-            out = pipeline.evaluate_step(args.out, args.data_dir, **common)
+            out = _pipeline_step(args, progress)
     except (HostError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,13 +1,20 @@
 """SavedModel → four TFLite variants: float32, dynamic-range, float16, full-integer int8.
 
 All four come from the SavedModel, as in the seed. The int8 model is calibrated on a
-representative set drawn from the training split, takes int8 input and gives int8 output, uses
-builtin int8 ops only, and is checked tensor by tensor before it is accepted.
+representative set drawn from the training split (normalised as the preprocessing contract
+says), takes int8 input and gives int8 output, uses builtin int8 ops only, and is checked tensor
+by tensor before it is accepted. A model that needs Flex (select-TF) or custom ops is refused:
+the Pi's runtimes (tflite-runtime, ai-edge-litert) run builtin ops only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +23,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from device.manifest import VARIANTS
-from host.errors import ConfigError, ConversionError, NotIntegerOnly
+from device.manifest import VARIANTS, Preprocess, TensorSpec
+from device.preprocess import model_input
+from host.errors import ConfigError, ConversionError, NotIntegerOnly, UnsupportedOps
+from host.evaluate import DEFAULT_CONTRACT
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,9 @@ DEPRECATED_OPTIMIZATIONS = ("OPTIMIZE_FOR_LATENCY", "OPTIMIZE_FOR_SIZE")
 REPRESENTATIVE_COUNT = 500
 # int32 is what the int8 spec uses for biases and shape operands; anything else is a leak.
 INTEGER_ONLY_DTYPES = frozenset({"int8", "int32"})
+CUSTOM_OP_CODE = 32  # BuiltinOperator.CUSTOM in the TFLite schema
+# Custom ops that TFLite's own builtin op resolver registers, so every runtime runs them.
+RUNTIME_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess", "Mfcc", "AudioSpectrogram"})
 
 
 @dataclass(frozen=True)
@@ -66,15 +78,17 @@ def representative_images(train_x: np.ndarray, count: int = REPRESENTATIVE_COUNT
     return train_x[np.sort(idx)]
 
 
-def _representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+def _representative_dataset(images: np.ndarray, contract: Preprocess) -> Callable[[], Iterator[list[np.ndarray]]]:
+    spec = TensorSpec(contract.input_shape(), "float32")
+
     def gen() -> Iterator[list[np.ndarray]]:
         for img in images:
-            yield [(img.astype(np.float32) / np.float32(255.0)).reshape(1, 28, 28, 1)]
+            yield [model_input(img[None], contract, spec)]
 
     return gen
 
 
-def _converter(saved_model: Path, variant: str, representative: Optional[np.ndarray]) -> Any:
+def _converter(saved_model: Path, variant: str, representative: Optional[np.ndarray], contract: Preprocess = DEFAULT_CONTRACT) -> Any:
     import tensorflow as tf
 
     c = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -86,29 +100,91 @@ def _converter(saved_model: Path, variant: str, representative: Optional[np.ndar
     elif variant == "int8":
         if representative is None or len(representative) == 0:
             raise ConfigError("the int8 variant needs a representative set of training images")
-        c.representative_dataset = _representative_dataset(representative)
+        c.representative_dataset = _representative_dataset(representative, contract)
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         c.inference_input_type = tf.int8
         c.inference_output_type = tf.int8
     return c
 
 
-def convert_variant(saved_model: Path, variant: str, representative: Optional[np.ndarray] = None) -> bytes:
-    """Convert the SavedModel into one variant's flatbuffer bytes."""
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[Any]:
+    """Send file descriptor 2 to a temporary file: the converter's C++ diagnostics repeat what its exception says."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_NOT_BUILTIN = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+_LISTED = re.compile(r"(?:Flex|Custom|TF Select) ops: ([\w, ]+)")
+
+
+def _unsupported_in(message: str) -> list[str]:
+    names = _NOT_BUILTIN.findall(message)
+    for listed in _LISTED.findall(message):
+        names += [n.strip() for n in listed.split(",") if n.strip()]
+    return sorted(set(names))
+
+
+def convert_variant(
+    saved_model: Path, variant: str, representative: Optional[np.ndarray] = None, contract: Preprocess = DEFAULT_CONTRACT
+) -> bytes:
+    """Convert the SavedModel into one variant's flatbuffer bytes (int8: calibrated on ``representative``)."""
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if not (Path(saved_model) / "saved_model.pb").is_file():
         raise ConversionError(f"no SavedModel at {saved_model}: run `python -m host train --out DIR` first")
     try:
-        data = bytes(_converter(Path(saved_model), variant, representative).convert())
+        with _stderr_captured():
+            data = bytes(_converter(Path(saved_model), variant, representative, contract).convert())
     except ConfigError:
         raise
     except Exception as e:
+        unsupported = _unsupported_in(str(e))
+        if unsupported:
+            raise UnsupportedOps(
+                f"the model uses TensorFlow ops that TFLite has no builtin kernel for ({', '.join(unsupported)}); "
+                "the Pi's runtime runs builtin ops only (no Flex / select-TF ops, no custom ops): "
+                "replace the layers that use them",
+                tuple(unsupported),
+            ) from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(f"converting {saved_model} to the {variant} variant failed: {first}") from e
     if variant == "int8":
         verify_integer_only(data)
     return data
+
+
+def model_ops(model: bytes) -> list[tuple[int, Optional[str]]]:
+    """(builtin code, custom code) of every operator code in a .tflite, read from its flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    try:
+        m = schema.Model.GetRootAsModel(model, 0)
+        out: list[tuple[int, Optional[str]]] = []
+        for i in range(m.OperatorCodesLength()):
+            oc = m.OperatorCodes(i)
+            custom = oc.CustomCode()
+            out.append((max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())), custom.decode() if custom else None))
+        return out
+    except Exception as e:
+        raise ConversionError(f"cannot read the operators of this .tflite ({type(e).__name__}): the file is damaged") from e
+
+
+def runtime_unsupported_ops(model: bytes) -> list[str]:
+    """Flex (select-TF) and custom ops in a .tflite that the Pi's TFLite runtimes cannot run."""
+    names = []
+    for code, custom in model_ops(model):
+        if code == CUSTOM_OP_CODE and (custom or "?") not in RUNTIME_CUSTOM_OPS:
+            names.append(custom or "custom op without a name")
+    return sorted(set(names))
 
 
 def _plain_interpreter(model: bytes) -> Any:
@@ -164,14 +240,18 @@ def convert_all(
     optimization: str = "DEFAULT",
     variants: tuple[str, ...] = VARIANTS,
     progress: bool = True,
+    contract: Preprocess = DEFAULT_CONTRACT,
 ) -> dict[str, Converted]:
-    """Write every variant's .tflite into ``folder`` (each file written whole, then renamed into place)."""
+    """Write every variant's .tflite into ``folder`` (each file written whole, then renamed into place).
+
+    ``representative`` are uint8 images at model size; ``contract`` says how they become the model's input.
+    """
     from tqdm import tqdm
 
     resolve_optimization(optimization)
     out: dict[str, Converted] = {}
     for v in tqdm(variants, desc="converting", unit="model", disable=not progress, leave=False):
-        data = convert_variant(saved_model, v, representative if v == "int8" else None)
+        data = convert_variant(saved_model, v, representative if v == "int8" else None, contract)
         path = Path(folder) / model_filename(v)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)

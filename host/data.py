@@ -1,4 +1,9 @@
-"""Fashion-MNIST through tensorflow_datasets, downloaded where possible, else ingested from IDX files.
+"""The data sets: Fashion-MNIST through tensorflow_datasets (the default), or a folder of your images.
+
+``load_data("fashion_mnist" | "folder:DIR", ...)`` gives the same ``Splits`` either way; a folder
+goes through ``host.folder`` (Keras's loader) and ``host.split`` (80 / 10 / 10 by content hash).
+
+Fashion-MNIST is downloaded where possible, else ingested from IDX files.
 
 The seed's split strings are kept exactly: ``train[:80%]`` / ``train[80%:90%]`` /
 ``train[90%:]`` for train / validation / test-from-train, plus the official ``test`` split
@@ -21,13 +26,14 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from host.errors import DataError
+from device.manifest import Preprocess
+from host.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +56,34 @@ EXPECTED = {"train": 60_000, "test": 10_000}
 DOWNLOAD_HOST = ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)
 
 
+FASHION_MNIST = DATASET
+# What Fashion-MNIST is: 28x28 grey, a light garment on a dark background, [0, 1].
+FASHION_MNIST_CONTRACT = Preprocess()
+
+
 @dataclass(frozen=True)
 class Splits:
-    """The seed's three splits and the official test split as uint8 images [N,28,28,1] and int64 labels."""
+    """Train / validation / test as uint8 images [N, H, W, C] and int64 labels, with what they are.
+
+    ``test`` is where the headline accuracy is measured (Fashion-MNIST: the official test split;
+    a folder: its held-out 10 %); ``seed_test`` is a second test split where there is one
+    (Fashion-MNIST: the seed's ``train[90%:]``).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
     val_x: np.ndarray
     val_y: np.ndarray
-    seed_test_x: np.ndarray
-    seed_test_y: np.ndarray
+    seed_test_x: Optional[np.ndarray]
+    seed_test_y: Optional[np.ndarray]
     test_x: np.ndarray
     test_y: np.ndarray
     source: str
+    labels: tuple[str, ...] = LABELS
+    preprocess: Preprocess = FASHION_MNIST_CONTRACT
+    test_name: str = "the official Fashion-MNIST test split"
+    seed_test_name: str = "the seed's `train[90%:]` split"
+    data: dict[str, Any] = field(default_factory=lambda: {"kind": FASHION_MNIST})
 
 
 def default_tfds_dir() -> Path:
@@ -260,3 +281,27 @@ def load_splits(
     if train_limit is not None:
         tx, ty = tx[:train_limit], ty[:train_limit]
     return Splits(tx, ty, vx, vy, sx, sy, ox, oy, source)
+
+
+def load_data(
+    data: str = FASHION_MNIST,
+    *,
+    data_dir: Optional[Path] = None,
+    tfds_dir: Optional[Path] = None,
+    train_limit: Optional[int] = None,
+    allow_download: bool = True,
+    image_size: Optional[Any] = None,
+    color: Optional[str] = None,
+    progress: bool = True,
+) -> Splits:
+    """``fashion_mnist`` (tfds) or ``folder:DIR`` (one subfolder per class) as ``Splits``."""
+    if data in (FASHION_MNIST, "fashion-mnist"):
+        if image_size not in (None, 28) or color not in (None, "grayscale"):
+            raise ConfigError("--image-size and --color apply to --data folder:DIR; Fashion-MNIST is 28x28 grayscale")
+        return load_splits(data_dir, tfds_dir, train_limit, allow_download)
+    if data.startswith("folder:"):
+        from host.folder import folder_splits, parse_folder_spec
+
+        size = tuple(image_size) if isinstance(image_size, (list, tuple)) else image_size
+        return folder_splits(parse_folder_spec(data), size, color, train_limit, progress)
+    raise ConfigError(f"--data must be fashion_mnist or folder:DIR (one subfolder per class). Got: {data!r}")

@@ -1,11 +1,12 @@
 """Errors raised on the host side. Each says what went wrong and what to do next.
 
     HostError
-    ├── DataError              no Fashion-MNIST source, or the data fails its count checks
+    ├── DataError              no Fashion-MNIST source, a folder of images that cannot train, a bad labels file
     ├── OutputError            --out is unwritable, not empty, or lacks what a step needs
     ├── ConfigError            a bad argument (non-positive --epochs, unknown optimisation, ...)
     ├── ConversionError        the TFLite converter failed or produced a model that is not as promised
-    │   └── NotIntegerOnly     the int8 model still holds float tensors or non-int8 ops
+    │   ├── NotIntegerOnly     the int8 model still holds float tensors or non-int8 ops
+    │   └── UnsupportedOps     the model needs Flex (select-TF) or custom ops the Pi's runtime lacks
     └── EvaluationError        a converted model cannot be run or scored
 """
 
@@ -17,7 +18,7 @@ class HostError(Exception):
 
 
 class DataError(HostError):
-    """Fashion-MNIST could not be loaded, downloaded or ingested."""
+    """The data cannot be used: Fashion-MNIST missing, a folder of images that cannot train, a bad labels file."""
 
 
 class OutputError(HostError):
@@ -38,6 +39,14 @@ class NotIntegerOnly(ConversionError):
     def __init__(self, message: str, offenders: tuple[str, ...] = ()):
         super().__init__(message)
         self.offenders = offenders
+
+
+class UnsupportedOps(ConversionError):
+    """The model needs ops that the Pi's TFLite runtimes cannot run."""
+
+    def __init__(self, message: str, ops: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.ops = ops
 
 
 class EvaluationError(HostError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,11 @@ class CameraEval:
     def gap_points(self) -> float:
         """Raw minus camera-like accuracy, in points."""
         return 100.0 * (self.raw_accuracy - self.accuracy)
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures as the manifest's model.camera_like.variants entry (the report renders from it)."""
+        return {"accuracy": self.accuracy, "raw_accuracy": self.raw_accuracy, "gap_points": self.gap_points,
+                "by_format": dict(self.by_format), "by_polarity": dict(self.by_polarity)}
 
 
 def camera_set(

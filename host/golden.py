@@ -1,4 +1,4 @@
-"""golden.npz: the first official test images with the host interpreter's raw outputs, for device parity checks."""
+"""golden.npz: the first test images at model size with the host interpreter's raw outputs, for device parity checks."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ GOLDEN_COUNT = 1000
 
 
 def write_golden(folder: Path, images: np.ndarray, labels: np.ndarray, raw: dict[str, np.ndarray]) -> Golden:
-    """Write images uint8 [N,28,28], labels int64 [N] and raw_<variant> [N,10] (output dtype)."""
-    images = np.asarray(images, dtype=np.uint8).reshape(-1, 28, 28)
+    """Write images uint8 [N, H, W] (grey) or [N, H, W, 3] (R,G,B), labels int64 [N] and raw_<variant> [N, K] (output dtype)."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] != 3):
+        raise ValueError(f"golden images must be [N, H, W] or [N, H, W, 1|3]. Got: shape {images.shape}")
     labels = np.asarray(labels, dtype=np.int64)
     n = len(images)
     if len(labels) != n or any(len(r) != n for r in raw.values()):
