@@ -97,6 +97,13 @@ EMULATED_AS = "qemu-system-aarch64"
 GUEST_ADDRESS = "10.0.2.15/24"
 SEED_SERIAL = "edgekit-seed"
 
+# The daemon's unit allows 60 s from start to READY=1, right for a Pi; under qemu TCG on a shared
+# host its start-up (runtime import, model load, frames pre-rendered) takes minutes.
+EMULATED_DROPIN = """# This Pi is emulated (qemu TCG, far slower than a Pi): start-up gets ten times the unit's own limit.
+[Service]
+TimeoutStartSec=600
+"""
+
 SEED_SCRIPT = f"""#!/bin/sh
 # Install this session's SSH host key and the pi user's authorized key from the seed disk.
 # The disk is a plain tar archive that the test harness attaches with serial={SEED_SERIAL}.
@@ -283,6 +290,8 @@ def configure(root: Path, release: Release) -> None:
     write(root, "/etc/environment", f"EDGEKIT_EMULATED={EMULATED_AS}\n")
     write(root, "/etc/systemd/system.conf.d/edgekit-emulated.conf",
           f"[Manager]\nDefaultEnvironment=EDGEKIT_EMULATED={EMULATED_AS}\n")
+    # A prefix drop-in: applies to every edgekit-*.service the deploy agent installs.
+    write(root, "/etc/systemd/system/edgekit-.service.d/emulated.conf", EMULATED_DROPIN)
 
     chroot(root, "systemctl", "enable", "systemd-networkd.service", "ssh.service", "seed-ssh-keys.service",
            what="enabling networkd, sshd and the seed service")

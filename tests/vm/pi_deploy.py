@@ -11,7 +11,7 @@ from machine import PiVM, run_deploy
 
 WHEELHOUSE = Path(os.environ.get("EDGEKIT_VM_WHEELHOUSE", "/var/cache/edgekit/vm/wheelhouse"))
 # Emulated start-up (imports under TCG, rendering frames) is slow: health checks get this long.
-HEALTH_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_HEALTH_TIMEOUT_S", "240"))
+HEALTH_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_HEALTH_TIMEOUT_S", "600"))
 
 
 class Deploy:
