@@ -79,6 +79,14 @@ def vm_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def pi(request: pytest.FixtureRequest, vm_root: Path) -> Iterator[PiVM]:
     """The booted machine of one release (built first if the image is not cached)."""
     name = request.param
+    attach = os.environ.get("EDGEKIT_VM_ATTACH")
+    if attach:  # a machine `python tests/vm/machine.py --workdir DIR` keeps running (for development)
+        vm = PiVM.attach(Path(attach))
+        if vm.image.release != name:
+            pytest.skip(f"EDGEKIT_VM_ATTACH runs {vm.image.release}, not {name}")
+        yield vm
+        vm.close()
+        return
     problem = build_problem() if cached_image(RELEASES[name]) is None else None
     if problem:
         pytest.skip(f"the {name} VM cannot be built here: {problem}")

@@ -107,8 +107,31 @@ class PiVM:
         self.identity = self.workdir / "id_ed25519"
         self.known_hosts = self.workdir / "known_hosts"
         self._host_key = self.workdir / "ssh_host_ed25519_key"
-        self._make_disk()
-        self._make_keys()
+        self.pid: Optional[int] = None  # qemu's pid when another process started it (``attach``)
+        if not self.overlay.exists():
+            self._make_disk()
+        if not self.seed.exists():
+            self._make_keys()
+
+    @classmethod
+    def attach(cls, workdir: Path) -> PiVM:
+        """The machine a ``python tests/vm/machine.py`` keeper runs in ``workdir`` (its disk, keys and port)."""
+        doc = json.loads((workdir / "machine.json").read_text())
+        image = Image(doc["release"], Path(doc["image"]), json.loads((Path(doc["image"]) / "image.json").read_text()))
+        vm = cls(image, workdir, memory_mb=doc["memory_mb"], smp=doc["smp"], cpu=doc["cpu"], port=doc["port"])
+        vm.pid = int(doc["pid"])
+        boot = Boot(time.monotonic(), how="attached")
+        boot.boot_id = vm.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+        boot.ssh_s = 0.0
+        vm.boots.append(boot)
+        return vm
+
+    def save(self) -> None:
+        """Write machine.json, so another process can ``attach`` to this running machine."""
+        doc = {"release": self.image.release, "image": str(self.image.dir), "memory_mb": self.memory_mb, "smp": self.smp,
+               "cpu": self.cpu, "port": self.port, "pid": self.proc.pid if self.proc else self.pid,
+               "deploy_args": self.deploy_args()}
+        (self.workdir / "machine.json").write_text(json.dumps(doc, indent=1) + "\n")
 
     # ------------------------------------------------------------ set-up
 
@@ -156,7 +179,9 @@ class PiVM:
     @property
     def running(self) -> bool:
         """True while qemu runs."""
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and Path(f"/proc/{self.pid}").exists()
 
     def start(self, timeout_s: float = BOOT_TIMEOUT_S) -> Boot:
         """Power on and wait until SSH logs in; returns the boot with its boot-to-SSH time."""
@@ -224,11 +249,17 @@ class PiVM:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
+        elif self.proc is None and self.running and self.pid is not None:  # attached: the keeper reaps it
+            os.kill(self.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while self.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.pid = None
         with open(self.console, "ab") as c:
             c.write(f"\n===== edgekit: power cut ({time.strftime('%H:%M:%S')}) =====\n".encode())
 
     def close(self) -> None:
-        """Stop the machine for good (SIGKILL: the overlay is thrown away anyway)."""
+        """Stop the machine for good if this process started it (SIGKILL: the overlay is thrown away anyway)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -321,3 +352,45 @@ def run_deploy(args: Sequence[str], timeout_s: float = 1800, env: Optional[dict[
 
     return subprocess.run([sys.executable, "-m", "deploy", *args], capture_output=True, text=True, timeout=timeout_s,
                           env={**os.environ, **(env or {})})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI: boot one image and keep it running (for a look inside, or ``EDGEKIT_VM_ATTACH`` test runs)."""
+    import argparse
+    import sys
+
+    from build_image import RELEASES, BuildError, ensure_image
+
+    ap = argparse.ArgumentParser(description="Boot the emulated Pi of one release on a fresh overlay and keep it running "
+                                             "until Ctrl-C; prints the deploy CLI's options that reach it. Tests attach "
+                                             "to it with EDGEKIT_VM_ATTACH=WORKDIR.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--release", default="trixie", choices=list(RELEASES))
+    ap.add_argument("--workdir", type=Path, required=True, help="folder for the overlay, keys, console log, machine.json")
+    args = ap.parse_args(argv)
+    try:
+        image, _ = ensure_image(args.release)
+        vm = PiVM(image, args.workdir)
+        stop = {"now": False}
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        boot = vm.start()
+        vm.save()
+        print(f"{args.release} up, SSH after {boot.ssh_s:.0f} s (EMULATED). Deploy options: {' '.join(vm.deploy_args())}",
+              flush=True)
+        while not stop["now"]:
+            time.sleep(1)
+    except (BuildError, VMError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(NameError):
+            vm.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
