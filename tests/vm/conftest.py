@@ -23,18 +23,17 @@ sys.path.insert(0, str(HERE))
 
 from build_image import RELEASES, BuildError, build_problem, cached_image, ensure_image  # noqa: E402
 from machine import PiVM, qemu_pids  # noqa: E402
-from pi_deploy import Deploy, record_boot  # noqa: E402
+from pi_deploy import Deploy, record_boot, releases_from_env  # noqa: E402
 
 MODULE_ORDER = ("test_machine", "test_deploy", "test_systemd", "test_reboot", "test_power_cut", "test_hardening")
 
 
 def selected_releases() -> list[str]:
     """The releases this session runs on (``EDGEKIT_VM_RELEASES``, comma-separated)."""
-    names = [n.strip() for n in os.environ.get("EDGEKIT_VM_RELEASES", ",".join(RELEASES)).split(",") if n.strip()]
-    unknown = [n for n in names if n not in RELEASES]
-    if unknown:
-        raise pytest.UsageError(f"EDGEKIT_VM_RELEASES names {unknown}; known: {', '.join(RELEASES)}")
-    return names
+    try:
+        return releases_from_env()
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,11 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from build_image import RELEASES
 from machine import PiVM, run_deploy
 
 WHEELHOUSE = Path(os.environ.get("EDGEKIT_VM_WHEELHOUSE", "/var/cache/edgekit/vm/wheelhouse"))
 # Emulated start-up (imports under TCG, rendering frames) is slow: health checks get this long.
 HEALTH_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_HEALTH_TIMEOUT_S", "600"))
+
+
+def releases_from_env() -> list[str]:
+    """The releases to run on: ``EDGEKIT_VM_RELEASES`` (comma-separated), default all; ValueError names an unknown one."""
+    names = [n.strip() for n in os.environ.get("EDGEKIT_VM_RELEASES", ",".join(RELEASES)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in RELEASES]
+    if unknown:
+        raise ValueError(f"EDGEKIT_VM_RELEASES names {unknown}; known: {', '.join(RELEASES)}")
+    return names
 
 
 class Deploy:
