@@ -441,7 +441,7 @@ def _control(args: argparse.Namespace, targets: list[Target]) -> int:
 
     def fn(device: Any, i: int) -> HostResult:
         with device.locked(args.command, args.lock_timeout_s):
-            out = control(device, args.command, args.supervisor)
+            out = control(device, args.command, args.supervisor, start_timeout_s=getattr(args, "health_timeout_s", 0.0))
             sup = out.get("supervisor")
             if args.command == "stop":
                 unit = f" {out['unit']} stopped and disabled" if out.get("unit") and out.get("was_running") else ""

@@ -243,7 +243,8 @@ def _push_locked(device: Device, opts: PushOptions, release: Release, choice: Ru
         steps.append(f"current: {previous} -> {release.id}")
         fault("after-switch")
     try:
-        ctl = control(device, "restart", opts.supervisor, release=release.id, push=True)
+        ctl = control(device, "restart", opts.supervisor, release=release.id, push=True,
+                      start_timeout_s=opts.health_timeout_s)
         steps.extend(ctl.get("steps") or [])
         rec = ctl.get("record") or {}
         if rec:
@@ -269,7 +270,7 @@ def _rolled_back(device: Device, opts: PushOptions, failed: str, previous: Optio
         if fallback:
             device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", str(fallback), "--keep", "0")
             done = f"switched current back to {fallback}"
-            control(device, "restart", "auto", release=str(fallback))
+            control(device, "restart", "auto", release=str(fallback), start_timeout_s=max(opts.health_timeout_s, 30.0))
             done = f"switched current back to {fallback} and restarted it"
             # The previous release was healthy before: give it at least the default time to come back.
             wait_healthy(device, str(fallback), max(opts.health_timeout_s, 30.0))

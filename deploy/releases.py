@@ -30,7 +30,7 @@ def rollback(device: Device, to: Optional[str] = None, supervisor: str = "auto",
         if to == before:
             raise DeployError(f"release {to} is already current; `deploy releases` lists the others")
         device.agent(protocol.ACTIVATE, "--dir", device.root, "--id", to, "--keep", "0")
-        ctl = control(device, "restart", supervisor, release=to)
+        ctl = control(device, "restart", supervisor, release=to, start_timeout_s=health_timeout_s)
         health = wait_healthy(device, to, health_timeout_s)
     return {"from": before, "to": to, "frames": health.get("frames"), "supervisor": ctl.get("supervisor")}
 

@@ -16,8 +16,12 @@ from deploy.remote import Device
 
 
 def control(device: Device, action: str, mode: str = "auto", timeout_s: float = 15.0, release: Optional[str] = None,
-            push: bool = False) -> dict[str, Any]:
-    """start / stop / restart the daemon of the current release (``release``: refuse if current is another one)."""
+            push: bool = False, start_timeout_s: float = 0.0) -> dict[str, Any]:
+    """start / stop / restart the daemon of the current release (``release``: refuse if current is another one).
+
+    ``start_timeout_s``: how long the caller lets the daemon come up (its health timeout). Under systemd
+    ``systemctl start`` returns at READY=1, which on a slow device may take longer than the default wait.
+    """
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}. Got: {action!r}")
     if mode not in SUPERVISORS:
@@ -28,7 +32,7 @@ def control(device: Device, action: str, mode: str = "auto", timeout_s: float = 
     if push:
         args.append("--push")
     # systemctl start waits for READY=1 (up to the unit's TimeoutStartSec) and a stop may need the grace time.
-    return device.agent(CONTROL, *args, timeout_s=timeout_s + 180)
+    return device.agent(CONTROL, *args, timeout_s=max(timeout_s, start_timeout_s) + 180)
 
 
 def wait_healthy(device: Device, release: str, timeout_s: float = 30.0) -> dict[str, Any]:

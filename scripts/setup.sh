@@ -12,9 +12,11 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 # openssh-server: the deploy tests run real sshd "Pis" on 127.0.0.1.
 # systemd: systemd-analyze verifies the device's unit file (systemd need not run).
 # debootstrap, qemu-user-static, binfmt-support: the emulated arm64 Raspberry Pi OS target (tests -m arm64).
+# qemu-system-arm, qemu-utils, e2fsprogs: the whole emulated Pi (tests -m vm): qemu-system-aarch64 boots a
+#   debootstrap-built ext4 image (mke2fs -d) on a qcow2 overlay (qemu-img).
 # chromium: the browser the page tests drive through Playwright (never `playwright install`).
 # prometheus: the real Prometheus (and promtool) the metrics and alert-rule tests run.
-APT_PACKAGES=(dataset-fashion-mnist openssh-server systemd debootstrap qemu-user-static binfmt-support chromium prometheus)
+APT_PACKAGES=(dataset-fashion-mnist openssh-server systemd debootstrap qemu-user-static binfmt-support qemu-system-arm qemu-utils e2fsprogs chromium prometheus)
 
 if [ -z "${EDGEKIT_SKIP_APT:-}" ] && command -v apt-get >/dev/null; then
   missing=()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Optional
@@ -32,7 +33,11 @@ from device.service import render_unit
 UNIT_DIR = Path("/etc/systemd/system")
 SHOW_PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "MainPID", "Result", "UnitFileState",
                    "ExecMainStatus")
-START_TIMEOUT_S = 150.0  # above the unit's TimeoutStartSec=60: systemctl start waits for READY=1
+START_TIMEOUT_S = 150.0  # when systemd does not say: above the template's TimeoutStartSec=60
+# systemd.time(7) units as `systemctl show` prints time spans ("1min 30s", "500ms", "infinity").
+_SPAN_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+               "M": 2629800.0, "y": 31557600.0}
+_SPAN = re.compile(r"([0-9.]+)\s*(us|µs|ms|s|min|h|d|w|M|y)")
 
 
 def unit_name(lay: Layout) -> str:
@@ -93,6 +98,28 @@ def _install(lay: Layout, unit: str, text: str) -> bool:
     return True
 
 
+def parse_timespan(text: str) -> Optional[float]:
+    """Seconds of a systemd time span as `systemctl show` prints it; None for infinity or an unreadable value."""
+    text = text.strip()
+    if not text or text == "infinity":
+        return None
+    parts = _SPAN.findall(text)
+    if not parts or _SPAN.sub("", text).strip():
+        return None
+    return sum(float(n) * _SPAN_UNITS[u] for n, u in parts)
+
+
+def start_timeout_s(unit: str) -> float:
+    """How long `systemctl start/restart` may take: the unit's own TimeoutStartSec, plus TimeoutStopSec for the stop of a
+    restart, plus a margin; START_TIMEOUT_S when systemd does not say (a drop-in may raise it on a slow device)."""
+    p = _run(["systemctl", "show", unit, "--property=TimeoutStartUSec,TimeoutStopUSec"], privileged=False)
+    spans = dict(line.partition("=")[::2] for line in p.stdout.splitlines() if "=" in line)
+    start, stop = parse_timespan(spans.get("TimeoutStartUSec", "")), parse_timespan(spans.get("TimeoutStopUSec", ""))
+    if start is None or stop is None:
+        return START_TIMEOUT_S
+    return max(START_TIMEOUT_S, start + stop + 30.0)
+
+
 def start(lay: Layout, release_id: str, restart: bool) -> dict[str, Any]:
     """Install the unit for ``release_id`` if it changed, enable it, start or restart it (waits for READY=1)."""
     unit = unit_name(lay)
@@ -101,7 +128,7 @@ def start(lay: Layout, release_id: str, restart: bool) -> dict[str, Any]:
     # The unit file and its enable link must survive a power cut: sync that filesystem.
     _run(["sync", "-f", str(UNIT_DIR)])
     action = "restart" if restart or changed else "start"
-    _check(_run(["systemctl", action, unit], START_TIMEOUT_S), f"systemctl {action} {unit}", unit)
+    _check(_run(["systemctl", action, unit], start_timeout_s(unit)), f"systemctl {action} {unit}", unit)
     view = show(unit)
     return {"unit": unit, "installed": changed, "systemd": view}
 

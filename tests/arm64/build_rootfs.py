@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -251,6 +251,27 @@ def probe(root: Path) -> dict[str, str]:
     return {"machine": machine, "python": pyver}
 
 
+def debootstrap(dest: Path, suite: str, include: Sequence[str], mirror: str, timeout_s: float = 3600,
+                before_configure: Optional[Callable[[Path], None]] = None) -> None:
+    """``debootstrap --arch=arm64 --variant=minbase`` of ``suite`` with ``include`` into ``dest`` (binfmt must be on).
+
+    The one home of the debootstrap call: the qemu-user root here and the whole-machine images
+    (tests/vm/build_image.py) both come from it. ``before_configure(dest)`` runs between the
+    unpacking (``--foreign``) and the emulated second stage that configures the packages, so
+    files that steer their maintainer scripts (an initramfs policy, say) are there in time.
+    """
+    base = ["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={','.join(include)}"]
+    if before_configure is None:
+        run([*base, suite, str(dest), mirror], f"debootstrap of {suite}", timeout_s=timeout_s)
+    else:
+        run([*base, "--foreign", suite, str(dest), mirror], f"debootstrap (unpacking) of {suite}", timeout_s=timeout_s)
+        before_configure(dest)
+        # binfmt's F flag runs the chroot's aarch64 binaries with the host's qemu: nothing to copy in.
+        run(["chroot", str(dest), "/debootstrap/debootstrap", "--second-stage"], f"debootstrap --second-stage of {suite}",
+            timeout_s=timeout_s)
+    unmount_all(dest)  # debootstrap mounts /proc and /sys itself and usually, not always, unmounts them
+
+
 def ensure_rootfs(root: Path, force: bool = False) -> StageResult:
     """debootstrap the arm64 root unless a root with the same recipe is already there."""
     t0 = time.monotonic()
@@ -262,12 +283,7 @@ def ensure_rootfs(root: Path, force: bool = False) -> StageResult:
     safe_rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     log(f"debootstrap {SUITE} {ARCH} from {mirror} into {partial} (about 4 minutes, 350 MB)…")
-    run(
-        ["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE, str(partial), mirror],
-        "debootstrap",
-        timeout_s=3600,
-    )
-    unmount_all(partial)  # debootstrap mounts /proc and /sys itself and usually, not always, unmounts them
+    debootstrap(partial, SUITE, INCLUDE, mirror)
     info = probe(partial)
     want = f"{TARGET_PYTHON[0]}.{TARGET_PYTHON[1]}."
     if info["machine"] != "aarch64" or not info["python"].startswith(want):

@@ -299,3 +299,25 @@ def test_switch_is_atomic_and_prune_keeps_current_and_previous(tmp_path: Path) -
     assert left == sorted([ids[0], ids[3], ids[4], ids[5]]) and sorted(removed) == sorted([ids[1], ids[2]])
     assert not list(lay.root.glob(".current.*"))  # no temporary link left behind
     assert json.loads(lay.history.read_text()) == [ids[1], ids[0], ids[3]]
+
+
+@pytest.mark.parametrize("span", ["1min 30s", "10min", "5s", "100ms", "1h 2min 3s", "1min 30.500000s", "2d 4h", "1w", "750us"])
+def test_timespan_parser_agrees_with_systemd(span: str) -> None:
+    """The agent waits for `systemctl start` as long as the unit allows; it reads the limit as systemd prints it."""
+    from deploy.agent.systemd import parse_timespan
+
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze missing: `apt-get install systemd`")
+    out = subprocess.run(["systemd-analyze", "timespan", span], capture_output=True, text=True, check=True).stdout
+    usec = int(next(line.split(":", 1)[1] for line in out.splitlines() if line.strip().startswith("μs:")))
+    got = parse_timespan(span)
+    assert got is not None and abs(got - usec / 1e6) < 1e-6, (span, got, usec)
+
+
+def test_timespan_parser_infinity_and_garbage() -> None:
+    from deploy.agent.systemd import parse_timespan
+
+    assert parse_timespan("infinity") is None
+    assert parse_timespan("") is None
+    assert parse_timespan("soon") is None
+    assert parse_timespan("5s later") is None
