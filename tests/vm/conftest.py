@@ -25,7 +25,7 @@ from build_image import RELEASES, BuildError, build_problem, cached_image, ensur
 from machine import PiVM, qemu_pids  # noqa: E402
 from pi_deploy import Deploy, record_boot, releases_from_env  # noqa: E402
 
-MODULE_ORDER = ("test_machine", "test_deploy", "test_systemd", "test_reboot", "test_power_cut", "test_hardening")
+MODULE_ORDER = ("test_machine", "test_vm_deploy", "test_systemd", "test_reboot", "test_power_cut", "test_hardening")
 
 
 def selected_releases() -> list[str]:
