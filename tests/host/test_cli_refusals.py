@@ -187,6 +187,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     five.save(d / "five.keras")
     out["five.keras"] = d / "five.keras"
     out["five.tflite"] = tflite(five, "five.tflite")
+    out["three.tflite"] = tflite(cnn((32, 32, 3)), "three.tflite")
     cnn((32, 32, 4)).save(d / "rgba.keras")
     out["rgba.keras"] = d / "rgba.keras"
     flat_in = keras.Input((784,))
@@ -250,6 +251,12 @@ IMPORT_CASES: list[tuple[str, str, tuple[str, ...], str]] = [
     ("damaged SavedModel", "bad_sm", LABELS, "cannot load the SavedModel"),
     ("label not a file name on the Pi", "five.keras", ("sneaker", "T-shirt/top", "tshirt"), "label 'T-shirt/top' is not a valid file name on the Pi"),
 ]
+STATED_CASES: list[tuple[str, str, str]] = [  # a .tflite's tensors against the stated preprocessing
+    ("stated size", '{"size": [64, 64], "normalize": [0, 1]}', "does not match preprocess"),
+    ("stated colour", '{"color": "grayscale", "normalize": [0, 1]}', "does not match preprocess"),
+    ("unknown crop", '{"crop": "zoom", "normalize": [0, 1]}', "preprocess.crop is 'zoom'"),
+    ("normalisation not stated", "{}", "state how pixels map to the model's real-valued input"),
+]
 
 
 @pytest.mark.parametrize(("model", "labels", "expect"), [c[1:] for c in IMPORT_CASES], ids=[c[0] for c in IMPORT_CASES])
@@ -260,6 +267,16 @@ def test_import_refuses_in_one_line(
     (tmp_path / "labels.txt").write_text("".join(f"{x}\n" for x in labels))
     line = refused(["import", "--model", str(models[model]), "--labels", str(tmp_path / "labels.txt"),
                     "--calibration", f"folder:{calibration}", "--preprocess", '{"normalize": [0, 1]}'], capsys, tmp_path / "out")
+    assert expect in line, line
+
+
+@pytest.mark.parametrize(("preprocess", "expect"), [c[1:] for c in STATED_CASES], ids=[c[0] for c in STATED_CASES])
+def test_import_checks_a_tflite_against_the_stated_preprocessing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], models: dict[str, Path], calibration: Path, preprocess: str, expect: str,
+) -> None:
+    (tmp_path / "labels.txt").write_text("sneaker\ntrouser\ntshirt\n")
+    line = refused(["import", "--model", str(models["three.tflite"]), "--labels", str(tmp_path / "labels.txt"),
+                    "--calibration", f"folder:{calibration}", "--preprocess", preprocess], capsys, tmp_path / "out")
     assert expect in line, line
 
 
