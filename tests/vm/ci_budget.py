@@ -23,7 +23,8 @@ from build_image import RELEASES, cached_image
 from pi_deploy import releases_from_env
 
 # Estimates, not measurements of a whole run (none finished yet on this shared host): on 2 cores at load ~13
-# (EMULATED), Bookworm's debootstrap took 1,450 s and its image 56 s more; Trixie's, with the index cut, more than 3,300 s.
+# (EMULATED), Bookworm's debootstrap took 1,450 s and its image 56 s more; Trixie's, with the index cut,
+# ran past the shared 3,600 s limit of the second stage.
 COLD_BUILD_S = {"bookworm": 2400, "trixie": 3600}
 # One image's tests: ~10 boots (220-280 s each at that load) and ~18 daemon start-ups (a push 1,005 s, the
 # unit's start to READY=1 420 s), so ~2.5 h at load 13; on a quiet CI machine taken as 1 h (unverified).
