@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,10 @@ from paramiko.ssh_exception import NoValidConnectionsError
 from deploy.errors import ConnectError, HostKeyError
 from deploy.targets import Target
 from deploy.trust import DEFAULT_KNOWN_HOSTS, changed_key_error, pin
+
+# paramiko's transport thread logs its own failures with a traceback (on stderr through logging's
+# last-resort handler when nobody configured logging); connect() reports them as one ConnectError.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,14 @@ def connect(target: Target, options: ConnectOptions) -> Connection:
         conn.close()
         raise ConnectError(f"cannot resolve host {target.host!r}: {e.strerror}; check the name or use an IP address") from None
     except (OSError, paramiko.SSHException, EOFError) as e:
+        transport = conn.client.get_transport()
+        greeted = transport is not None and bool(getattr(transport, "remote_version", ""))
         conn.close()
+        if isinstance(e, paramiko.SSHException) and not greeted:
+            raise ConnectError(
+                f"cannot connect to {where}: no SSH banner within {options.timeout_s:.0f} s (sshd too busy, or not SSH on "
+                "that port); pass a larger --connect-timeout-s for a slow device"
+            ) from None
         raise ConnectError(f"SSH to {where} failed: {type(e).__name__}: {e}") from None
     return conn
 

@@ -192,3 +192,41 @@ def test_wait_checks_the_release_it_was_given(make_pi: Callable[..., SSHServer],
         assert e.value.answer["kind"] == "superseded"
     finally:
         device.close()
+
+
+def test_a_device_that_never_sends_its_banner_is_one_line_with_a_hint(tmp_path: Path) -> None:
+    """sshd too busy to greet (a loaded or emulated Pi): paramiko's thread must not print its traceback; the hint names the option."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accept and say nothing, like an sshd that has not forked yet
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        p = subprocess.run([sys.executable, "-m", "deploy", "status", "--host", f"pi@127.0.0.1:{srv.getsockname()[1]}",
+                            "--known-hosts", str(tmp_path / "known_hosts"), "--connect-timeout-s", "1"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+    assert "banner" in p.stdout and "--connect-timeout-s" in p.stdout, p.stdout

@@ -50,7 +50,9 @@ MEMORY_MB = int(os.environ.get("EDGEKIT_VM_MEMORY_MB", "2048"))
 SMP = int(os.environ.get("EDGEKIT_VM_SMP", "2"))
 # Raspberry Pi OS's own cmdline has fsck.repair=yes: after a power cut the root is repaired at boot.
 KERNEL_CMDLINE = "root=/dev/vda ro rootfstype=ext4 rootwait fsck.repair=yes console=ttyAMA0 panic=-1"
-BOOT_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_BOOT_TIMEOUT_S", "300"))
+# Power-on to SSH took 213-286+ s at host load ~13 (2 cores): a boot gets 600 s before it counts as failed.
+BOOT_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_BOOT_TIMEOUT_S", "600"))
+CONNECT_TIMEOUT_S = float(os.environ.get("EDGEKIT_VM_CONNECT_TIMEOUT_S", "120"))
 PR_SET_PDEATHSIG = 1
 
 
@@ -317,7 +319,9 @@ class PiVM:
 
     def deploy_args(self) -> list[str]:
         """The deploy CLI's target options that reach this machine (host key pinned)."""
-        return ["--host", self.spec, "--identity", str(self.identity), "--known-hosts", str(self.known_hosts)]
+        # sshd under TCG, beside a daemon busy classifying, can take longer than the CLI's 10 s default to send its banner.
+        return ["--host", self.spec, "--identity", str(self.identity), "--known-hosts", str(self.known_hosts),
+                "--connect-timeout-s", str(CONNECT_TIMEOUT_S)]
 
 
 @contextlib.contextmanager
