@@ -39,10 +39,11 @@ from typing import Any, Callable, Optional
 
 from deploy.agent import protocol
 from deploy.bench import upload_bench_bundle
-from deploy.errors import DeployError
+from deploy.errors import DeployError, HealthError
 from deploy.layout import DEFAULT_VARIANT, load_artifacts
 from deploy.remote import Device
 from deploy.supervisor import wait_healthy
+from device.errors import one_line
 from device.manifest import MANIFEST_NAME, Manifest, sha256_file
 from device.runtime import XNNPACK_SETTINGS
 from device.tuning import (
@@ -114,15 +115,19 @@ class TuneResult:
     notes: tuple[str, ...] = ()
     elapsed_s: float = 0.0
     steps: tuple[str, ...] = field(default_factory=tuple)
+    restart_problem: Optional[str] = None  # the daemon paused for the sweep did not come back healthy
 
     @property
     def ok(self) -> bool:
-        """A choice was made (and recorded, unless --no-record), and the budget, if any, is met."""
-        return self.choice is not None and self.refused is None and self.meets_budget is not False
+        """A choice was made (and recorded, unless --no-record), the budget, if any, is met, and the daemon runs again."""
+        return self.choice is not None and self.refused is None and self.meets_budget is not False and not self.restart_problem
 
     @property
     def summary(self) -> str:
         """One line for the result table."""
+        return self._verdict() + (f"; but {self.restart_problem}" if self.restart_problem else "")
+
+    def _verdict(self) -> str:
         emu = f"EMULATED ({self.report.emulated}) · " if self.report.emulated else ""
         if self.choice is None:
             return emu + (self.refused or f"no configuration is within {self.report.gate_points:g} points of float32's golden "
@@ -144,7 +149,7 @@ class TuneResult:
                 "meets_budget": self.meets_budget, "record": self.record, "record_path": self.record_path,
                 "refused": self.refused, "emulated": self.report.emulated, "swept": self.swept,
                 "uploaded_bytes": self.uploaded_bytes, "notes": list(self.notes), "elapsed_s": round(self.elapsed_s, 3),
-                "steps": list(self.steps)}
+                "steps": list(self.steps), "restart_problem": self.restart_problem}
 
     def format(self) -> str:
         """The table with this host's verdict under it."""
@@ -161,6 +166,8 @@ class TuneResult:
         elif self.choice is None:
             lines.append(f"no configuration is within {self.report.gate_points:g} points of float32's golden accuracy; "
                          "nothing recorded")
+        if self.restart_problem:
+            lines.append(f"but {self.restart_problem}")
         return "\n".join(lines)
 
 
@@ -236,12 +243,18 @@ def tune(device: Device, opts: TuneOptions, log: Callable[[str], None] = lambda 
         except (KeyError, TypeError, ValueError) as e:
             raise TuneError(f"{label}: the device's sweep report is not readable ({type(e).__name__}: {e}); "
                             "host and device code differ: push again") from None
+        restart_problem = None  # the measurements stand either way: kept, printed and recorded
         if answer.get("paused"):
             if answer.get("restart_error"):
-                raise TuneError(f"{label}: the sweep ran, but the daemon did not start again: {answer['restart_error']}. "
-                                "Run `python -m deploy start`")
-            wait_healthy(device, str(answer["release"]), opts.health_timeout_s)
-            steps.append(f"daemon paused for the sweep, started again and healthy (release {answer['release']})")
+                restart_problem = (f"the daemon paused for the sweep did not start again: {one_line(str(answer['restart_error']))}; "
+                                   "run `python -m deploy start`")
+            else:
+                try:
+                    wait_healthy(device, str(answer["release"]), opts.health_timeout_s)
+                    steps.append(f"daemon paused for the sweep, started again and healthy (release {answer['release']})")
+                except HealthError as e:
+                    restart_problem = (f"after the sweep, {one_line(str(e))}; see `python -m deploy status` and `logs`, "
+                                       "or give it longer with --health-timeout-s")
         choice = choose(report, opts.tie_pct, opts.budget_ms)
         meets = None
         if choice is not None and opts.budget_ms is not None and choice.result.total is not None:
@@ -260,7 +273,7 @@ def tune(device: Device, opts: TuneOptions, log: Callable[[str], None] = lambda 
             record, path = out.get("record"), out.get("path")
             steps.append(f"recorded {choice_for_record.config.label} in {path}")
     return TuneResult(label, report, choice if refused is None else None, opts.budget_ms, meets, record, path, refused, swept,
-                      sent, tuple(notes), time.monotonic() - t0, tuple(steps))
+                      sent, tuple(notes), time.monotonic() - t0, tuple(steps), restart_problem)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_rootfs import BuildError, Paths, unmount_all
+from build_rootfs import BuildError, Paths, mounts_under, unmount_all
 
 # The CPU qemu emulates: a Raspberry Pi 4's Cortex-A72 by default, so the instruction set
 # (HWCAP) the runtimes detect is a Pi's, not qemu's "max" (SVE, dot product, ...).
@@ -131,6 +131,10 @@ class Arm64Session:
         self._lock: Optional[IO[str]] = None
         self.borrowed = False
         self.workdir_inside = f"/tmp/edgekit-session-{secrets.token_hex(4)}"
+        # What the session's own clean-up left in the root, seen while it still held the lock (after
+        # that, the next run waiting for the root mounts it again and a check would see its mounts).
+        self.left_pids: list[int] = []
+        self.left_mounts: list[str] = []
 
     @property
     def workdir(self) -> Path:
@@ -174,6 +178,7 @@ class Arm64Session:
             unmount_all(self.root)
             if self.workdir.exists():
                 subprocess.run(["rm", "-rf", "--one-file-system", str(self.workdir)], check=False)
+            self.left_pids, self.left_mounts = pids_in_root(self.root), mounts_under(self.root)
         finally:
             if self._lock is not None:
                 fcntl.flock(self._lock, fcntl.LOCK_UN)

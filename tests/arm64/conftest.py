@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from arm64_compare import Kit, stage_kit  # noqa: E402
-from arm64_target import Arm64Session, pids_in_root  # noqa: E402
-from build_rootfs import BuildError, Paths, binfmt_problem, build, mounts_under  # noqa: E402
+from arm64_target import Arm64Session  # noqa: E402
+from build_rootfs import BuildError, Paths, binfmt_problem, build  # noqa: E402
 
 REPO = HERE.parents[1]
 
@@ -53,8 +53,8 @@ def arm64(arm64_paths: Paths) -> Iterator[Arm64Session]:
     """The root, locked and mounted; torn down with a check that nothing is left behind."""
     with Arm64Session(arm64_paths) as session:
         yield session
-    left_pids = pids_in_root(arm64_paths.root)
-    left_mounts = mounts_under(arm64_paths.root)
+    # Checked by the session before it let go of the lock: a run waiting for the root mounts it at once.
+    left_pids, left_mounts = session.left_pids, session.left_mounts
     assert not left_pids and not left_mounts, f"arm64 teardown left processes {left_pids} and mounts {left_mounts}"
 
 

@@ -145,6 +145,17 @@ def test_tune_prints_the_table_and_refuses_emulated_timings(make_pi, deploy_arti
     assert json.loads((remote_root(pi) / "tuning.json").read_text())["emulated"] == EMU
     assert os.environ.get(EMULATED_ENV) is None  # only the session was emulated, not this test process
 
+    # The daemon restarted after the sweep is not healthy in time: the sweep's table and record are kept, the exit is 1.
+    (remote_root(pi) / "tuning.json").unlink()
+    code, data, _ = run_cli(capsys, "tune", *pi.target.cli_args(), "--variant", "int8", "--threads", "1", "--xnnpack", "on",
+                            *QUICK, "--health-timeout-s", "0")
+    assert code == 1, data
+    res = data[0]["result"]
+    assert [r["variant"] for r in res["report"]["results"]] == ["int8"] and res["choice"]["variant"] == "int8"
+    assert "not healthy" in res["restart_problem"] and "deploy status" in res["restart_problem"]
+    assert "not healthy" in data[0]["summary"] and "\n" not in data[0]["summary"]
+    assert json.loads((remote_root(pi) / "tuning.json").read_text()) == res["record"]
+
 
 def test_tune_refuses_bad_options_in_one_line(make_pi, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     pi = make_pi()
