@@ -13,11 +13,10 @@ depthwise-separable network's cost stays small (width 0.5 at 96x96x3: 143k param
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from host.errors import ConfigError
-from host.mobilenet import MobileNetConfig, MobileNetV2Transfer
+from host.mobilenet import MobileNetConfig, MobileNetV2Transfer, check_weights_file
 from host.model import ModelConfig, ModelSpec
 
 MODEL_KINDS = ("auto", "cnn", "mobilenet")
@@ -45,8 +44,8 @@ class ModelChoice:
 
     def check_files(self) -> None:
         """Refuse a missing --base-weights before any data is loaded."""
-        if self.base_weights is not None and not Path(self.base_weights).is_file():
-            raise ConfigError(f"--base-weights {self.base_weights} does not exist; pass a MobileNetV2 weights file (no top)")
+        if self.base_weights is not None:
+            check_weights_file(self.base_weights)
 
 
 AUTO = ModelChoice()

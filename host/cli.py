@@ -76,6 +76,72 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the options' help, and the epilog's lines as written."""
+
+
+def run_epilog() -> str:
+    """`run --help`'s explanation of folder data: the rules and every bad-input line, from their home modules."""
+    from host.choose import MOBILENET_MIN_SIZE
+    from host.folder import (
+        AUTO_SIZE_MAX,
+        DEFAULT_SIZE,
+        IMAGE_EXTENSIONS,
+        IMBALANCE_WARN,
+        MAX_SIZE,
+        MIN_SIZE,
+    )
+    from host.split import MIN_IMAGES_PER_CLASS
+
+    exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    return f"""\
+folder data (--data folder:DIR):
+  one subfolder per class, named for its label, holding {exts} images of any size,
+  read by keras.utils.image_dataset_from_directory. Images are centre-cropped and area-resized to
+  --image-size (as the device does); without it: their own size when all are one square size up
+  to {AUTO_SIZE_MAX} px, else {DEFAULT_SIZE}.
+  Split 80/10/10 (train/validation/test) by content hash: the same picture twice counts once, the
+  same picture in two classes is left out and reported, near-identical frames (a burst) stay in
+  one split. Accuracy, per-class accuracy and the confusion matrix come from the held-out 10 %.
+
+model: below {MOBILENET_MIN_SIZE} px the small CNN; from {MOBILENET_MIN_SIZE} px a MobileNet-style depthwise-separable network
+  from scratch (--width); --base mobilenet_v2 fine-tunes MobileNetV2 with ImageNet weights
+  (downloaded by Keras); --base-weights FILE does the same offline from a local _no_top weights file.
+
+refused with one `error:` line, exit 1, --out untouched:
+  no class folders or no images; one class only; fewer than {MIN_IMAGES_PER_CLASS} distinct images in a class (named);
+  a class folder name that is not a valid file name on the Pi (white space at either end, a
+  leading '.', control characters, over 255 bytes, not UTF-8); --image-size outside {MIN_SIZE}..{MAX_SIZE};
+  a file that cannot be opened at all (permissions, dangling link); a --base-weights file that is
+  missing or does not fit.
+warned about, and counted in report.md and manifest.json:
+  unreadable or truncated images (skipped and named), duplicates, conflicts, class imbalance
+  beyond {IMBALANCE_WARN:g}x, EXIF-rotated photos.
+
+examples:
+  python -m host run --data folder:photos --out mine
+  python -m host run --data folder:photos --out mine --image-size 128 --base-weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5
+"""
+
+
+IMPORT_EPILOG = """\
+what is written: as `run` (four variants converted from a Keras model or SavedModel, int8
+calibrated on DIR's training 90 %; a .tflite is kept as the one variant it is), report.md with
+per-class accuracy on DIR's held-out 10 %, confusion matrix, golden set and manifest.json.
+
+refused with one `error:` line, exit 1, --out untouched:
+  labels that do not match the model's output size; an input the device cannot feed (it feeds
+  one NHWC image: [1, H, W, 3] RGB or [1, H, W, 1] grey, float32, uint8 or int8); Flex
+  (select-TF) or custom ops the Pi's TFLite runtime cannot run; Keras custom layers whose code is
+  not here; a float model whose normalisation is not stated (--preprocess); a damaged model file;
+  calibration class folders that are not labels; every bad folder that `run` refuses.
+
+examples:
+  python -m host import --model keras_model.h5 --labels labels.txt --calibration folder:photos --out tm --preprocess '{"normalize": [-1, 1]}'
+  python -m host import --model model_uint8.tflite --labels labels.txt --calibration folder:photos --out mine
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its five subcommands."""
     from host.choose import BASES, DEFAULT_BASE_WIDTH, DEFAULT_WIDTH, MODEL_KINDS
@@ -84,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     from host.folder import COLORS, DEFAULT_SIZE
     from host.train import DEFAULT_EPOCHS, PRECISIONS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     p = argparse.ArgumentParser(
         prog="python -m host",
         description="Train an image classifier (Fashion-MNIST by default, or your own folder of images) or import yours, "
@@ -121,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     def optimization(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--optimization", default="DEFAULT", choices=OPTIMIZATIONS, help="tf.lite.Optimize for the quantised variants; the other two are deprecated aliases of DEFAULT")
 
-    sp = sub.add_parser("run", help="the whole pipeline into a new folder", formatter_class=fmt, description="Data → train → SavedModel → four TFLite variants → evaluation, written to --out atomically.")
+    sp = sub.add_parser("run", help="the whole pipeline into a new folder", formatter_class=fmt, epilog=run_epilog(),
+                        description="Data → train → SavedModel → four TFLite variants → evaluation, written to --out atomically.")
     common(sp, "output folder; must not exist or be empty (see --force)")
     training(sp)
     optimization(sp)
@@ -142,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Take a SavedModel folder, a .keras / .h5 file (e.g. Teachable Machine's) or a .tflite, with its labels: "
         "a Keras model or SavedModel is converted to the four variants (int8 calibrated on the folder), a .tflite is checked "
         "and taken as is; accuracy comes from the folder's held-out 10 %.",
+        epilog=IMPORT_EPILOG,
     )
     sp.add_argument("--model", type=Path, required=True, metavar="PATH", help="SavedModel folder, .keras / .h5 file or .tflite")
     sp.add_argument("--labels", type=Path, required=True, metavar="FILE", help="one label per line, in the model's output order (Teachable Machine's '0 name' lines are fine)")

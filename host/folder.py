@@ -9,7 +9,9 @@ Unreadable or truncated files are **skipped and counted, not refused**: one brok
 hundreds (an interrupted copy, a zero-byte file, a ``._`` file from a Mac) should not stop a
 training run, and nothing is silent: each is named in a warning and counted in report.md and
 the manifest. The loader runs as one tf.data pipeline with ``ignore_errors``; every element
-carries its index, so the indices missing from the output name the files that failed.
+carries its index, so the indices missing from the output name the files that failed. A file
+the system cannot open at all (permissions, a dangling link, an I/O error) is refused instead:
+that is a problem with the folder, not with one picture.
 
 Then ``host.split`` drops duplicates, groups bursts and splits 80 / 10 / 10 by content hash.
 """
@@ -170,7 +172,9 @@ def scan_files(root: Path, names: Sequence[str], progress: bool = True) -> list[
         try:
             out.append(_scan_file(root, name))
         except OSError as e:
-            raise DataError(f"cannot read {root / name}: {e}") from e
+            # not a damaged image but a file the system cannot open (permissions, a dangling link, an I/O
+            # error): refused, since skipping it would hide a problem with the folder, not with one picture
+            raise DataError(f"cannot open {root / name}: {e.strerror or e}; fix its permissions or link, or remove it") from e
     return out
 
 
@@ -297,6 +301,15 @@ def contract_for(size: tuple[int, int], color: str, crop: str = "center") -> Pre
     )
 
 
+def imbalance(per_class: dict[str, dict[str, int]]) -> Optional[tuple[float, str, str]]:
+    """(largest class / smallest class, the largest's label, the smallest's), counting every split; None without classes."""
+    totals = {label: sum(d.values()) for label, d in per_class.items()}
+    if not totals:
+        return None
+    big, small = max(totals, key=lambda k: totals[k]), min(totals, key=lambda k: totals[k])
+    return totals[big] / max(totals[small], 1), big, small
+
+
 def _warn_about_plan(plan: SplitPlan, class_names: Sequence[str]) -> None:
     if plan.duplicates:
         log.warning(
@@ -311,14 +324,14 @@ def _warn_about_plan(plan: SplitPlan, class_names: Sequence[str]) -> None:
             "was" if len(plan.conflicts) == 1 else "were", _examples([" = ".join(n for n, _ in c) for c in plan.conflicts]),
         )
     totals = {label: sum(d.values()) for label, d in plan.per_class.items()}
-    if totals:
-        big, small = max(totals, key=lambda k: totals[k]), min(totals, key=lambda k: totals[k])
-        if totals[big] > IMBALANCE_WARN * totals[small]:
-            log.warning(
-                "class imbalance %.1fx: %r has %d images, %r %d; the model will favour the big classes. "
-                "Add images to the small ones (report.md shows per-class accuracy)",
-                totals[big] / totals[small], big, totals[big], small, totals[small],
-            )
+    worst = imbalance(plan.per_class)
+    if worst is not None and worst[0] > IMBALANCE_WARN:
+        ratio, big, small = worst
+        log.warning(
+            "class imbalance %.1fx: %r has %d images, %r %d; the model will favour the big classes. "
+            "Add images to the small ones (report.md shows per-class accuracy)",
+            ratio, big, totals[big], small, totals[small],
+        )
     if plan.largest_group:
         label = Path(plan.largest_group[0]).parts[0]
         n, total = len(plan.largest_group), totals.get(label, 0)
@@ -352,6 +365,9 @@ def folder_splits(
         "exif_rotated": len(fd.exif_rotated),
         **plan.stats(),
     }
+    worst = imbalance(plan.per_class)
+    if worst is not None:
+        data["imbalance"] = {"ratio": round(worst[0], 3), "largest": worst[1], "smallest": worst[2], "warn_above": IMBALANCE_WARN}
     x, y = fd.images, fd.labels
     return Splits(
         train_x=x[train], train_y=y[train],

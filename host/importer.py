@@ -47,7 +47,7 @@ from host.convert import (
     runtime_unsupported_ops,
 )
 from host.data import Splits
-from host.errors import ConfigError, DataError, UnsupportedOps
+from host.errors import ConfigError, ConversionError, DataError, UnsupportedOps
 from host.evaluate import keras_predictions
 from host.folder import folder_splits, parse_folder_spec
 from host.labels import check_labels, read_labels_file
@@ -124,8 +124,16 @@ def _load_error(path: Path, e: BaseException) -> ConfigError:
 
 def load_keras(path: Path) -> Any:
     """The Keras model in a .keras or legacy .h5 file (with Teachable Machine's ``groups`` quirk handled)."""
+    import zipfile
+
+    import h5py
     import keras
 
+    suffix = Path(path).suffix.lower()
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ConfigError(f"--model {path} is not a .keras file (a .keras file is a zip archive; this one is damaged, cut short or another format)")
+    if suffix in (".h5", ".hdf5") and not h5py.is_hdf5(path):
+        raise ConfigError(f"--model {path} is not an HDF5 file (damaged, cut short or another format); pass the Keras .h5 file as it was saved")
     try:
         return keras.models.load_model(path, compile=False)
     except TypeError as e:
@@ -371,7 +379,12 @@ def import_into(
             tflite = Path(model_path).read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read --model {model_path}: {e}") from e
-        facts = dataclasses.replace(tflite_facts(tflite), name=Path(model_path).stem)
+        try:
+            facts = dataclasses.replace(tflite_facts(tflite), name=Path(model_path).stem)
+        except UnsupportedOps:
+            raise
+        except ConversionError as e:  # the flatbuffer cannot be read
+            raise ConfigError(f"--model {model_path}: {e}; pass a .tflite as the TFLite converter wrote it") from e
     if facts.outputs != len(labels):
         raise DataError(
             f"--labels has {len(labels)} labels but the model outputs {facts.outputs} scores; "

@@ -101,6 +101,15 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def check_weights_file(path: str) -> None:
+    """Refuse a --base-weights path that is not a file, in one line."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--base-weights {path} is a folder; pass a MobileNetV2 weights file (no top, .h5 or .weights.h5)")
+    if not p.is_file():
+        raise ConfigError(f"--base-weights {path} does not exist; pass a MobileNetV2 weights file (no top, .h5 or .weights.h5)")
+
+
 @dataclass(frozen=True)
 class MobileNetV2Transfer:
     """keras.applications.MobileNetV2 (no top) with ImageNet weights, a new head, the base frozen."""
@@ -119,8 +128,8 @@ class MobileNetV2Transfer:
             raise ConfigError(
                 f"Keras has ImageNet weights for MobileNetV2 at widths {', '.join(map(str, IMAGENET_WIDTHS))}. Got: --width {self.width}"
             )
-        if self.weights != "imagenet" and not Path(self.weights).is_file():
-            raise ConfigError(f"--base-weights {self.weights} does not exist; pass a MobileNetV2 weights file (no top)")
+        if self.weights != "imagenet":
+            check_weights_file(self.weights)
 
     def base(self, size: tuple[int, int]) -> Any:
         """The MobileNetV2 feature extractor with its weights loaded, or a ConfigError saying how to get them."""

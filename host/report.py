@@ -170,6 +170,12 @@ def data_section(evals: Sequence[VariantEval], labels: Sequence[str], model: dic
         f"{d.get('multi_groups', 0)} groups; the largest holds {d.get('largest_group', 0)}.",
         f"- Images with an EXIF rotation (the loader ignores it): {d.get('exif_rotated', 0)}.",
     ]
+    imb = d.get("imbalance")
+    if imb and imb["ratio"] <= 1.0:
+        lines.append("- Every class has the same number of images.")
+    elif imb:
+        warned = " (beyond the {:g}x that is warned about: add images to the small classes)".format(imb["warn_above"]) if imb["ratio"] > imb["warn_above"] else ""
+        lines.append(f"- Class imbalance: `{imb['largest']}` has {imb['ratio']:.1f}x the images of `{imb['smallest']}`{warned}.")
     return lines
 
 

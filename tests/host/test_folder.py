@@ -160,3 +160,19 @@ def test_class_check_happens_before_any_decoding(tmp_path: Path) -> None:
     (tmp_path / "only").mkdir()
     with pytest.raises(DataError, match="one class folder"):
         check_classes(tmp_path)
+
+
+def test_imbalance_counts_every_split_and_report_md_states_it() -> None:
+    from host.folder import imbalance
+    from host.report import data_section
+
+    per_class = {"cup": {"train": 8, "validation": 1, "test": 1}, "pen": {"train": 26, "validation": 2, "test": 3}, "mug": {"train": 16, "validation": 2, "test": 2}}
+    assert imbalance(per_class) == (3.1, "pen", "cup") and imbalance({}) is None
+    base = {"kind": "folder", "dir": "/d", "image_size": 28, "color": "grayscale", "per_class": per_class}
+
+    def lines(ratio: float, big: str, small: str) -> list[str]:
+        return data_section([], [], {"data": {**base, "imbalance": {"ratio": ratio, "largest": big, "smallest": small, "warn_above": 3.0}}})
+
+    assert "- Class imbalance: `pen` has 3.1x the images of `cup` (beyond the 3x that is warned about: add images to the small classes)." in lines(3.1, "pen", "cup")
+    assert "- Class imbalance: `pen` has 2.0x the images of `cup`." in lines(2.0, "pen", "cup")
+    assert "- Every class has the same number of images." in lines(1.0, "cup", "cup")
