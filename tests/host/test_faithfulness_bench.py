@@ -27,8 +27,8 @@ def test_quick_mode_trains_both_paths_and_compares_them_on_the_official_test_spl
     assert len(png) == 2000 and {q.parent.name for q in png} >= {"T-shirt-top", "Ankle boot"}
     for side in ("tfds", "folder"):
         assert set(r[side]["accuracy"]) == {"float32", "dynamic", "float16", "int8"}
-        assert all(0.3 < a <= 1.0 for a in r[side]["accuracy"].values()), r[side]  # three brief epochs: far above chance (10 %)
-        assert r[side]["epochs_run"] <= 3 and r[side]["precision"] in ("float32", "mixed_bfloat16")
+        assert all(0.3 < a <= 1.0 for a in r[side]["accuracy"].values()), r[side]  # ten brief epochs: far above chance (10 %)
+        assert r[side]["epochs_run"] <= 10 and r[side]["precision"] in ("float32", "mixed_bfloat16")
     d = r["folder"]["data"]
     assert d["files"] == 2000 and d["train"] + d["validation"] + d["test"] == 2000 - d["duplicates"] - d["conflicts"]
     assert abs(r["delta_points"]["int8"] - 100 * (r["folder"]["accuracy"]["int8"] - r["tfds"]["accuracy"]["int8"])) < 1e-9
