@@ -156,6 +156,9 @@ def test_fleet_page_shows_each_device_and_a_stopped_daemon_turns_red(fleet: list
             t0 = time.monotonic()
             page.wait_for_function("document.getElementById('card-0').dataset.ok === '0'", timeout=RED_WITHIN_S * 1000 + 2000)
             red_after_s = time.monotonic() - t0
+            # a poll in flight when the daemon exited says it hung up; the next one finds the port closed
+            page.wait_for_function("document.getElementById('card-0').querySelector('.reason').textContent.includes('nothing listens')",
+                                   timeout=RED_WITHIN_S * 1000 + 2000)
             k = _card(page, 0)
             assert "nothing listens" in k["reason"] and "daemon running" in k["reason"], k["reason"]
             time.sleep(1.5)
