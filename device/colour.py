@@ -93,6 +93,25 @@ def rgb_to_yuv(name: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
     return m, off
 
 
+def yuv420_planes(buf: np.ndarray, size: Optional[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y [h, w], U and V [h/2, w/2] planes of an I420 buffer [h*3/2, stride].
+
+    After the Y rows come the U plane, then the V plane, each (h/2) rows of stride/2 bytes; the
+    padding at the end of each row is left out. ValueError when the buffer is not that shape.
+    """
+    if size is None:
+        raise ValueError("a YUV420 frame needs its (width, height); its rows are padded")
+    w, h = size
+    if buf.ndim != 2 or buf.shape[0] != h * 3 // 2 or buf.shape[1] < w or w % 2 or h % 2:
+        raise ValueError(f"a {w}x{h} YUV420 buffer must be [{h * 3 // 2}, stride >= {w}]. Got: shape {buf.shape}")
+    cs = buf.shape[1] // 2
+    plane = (h // 2) * cs
+    chroma = buf[h:].reshape(-1)
+    u = chroma[:plane].reshape(h // 2, cs)[:, : w // 2]
+    v = chroma[plane : 2 * plane].reshape(h // 2, cs)[:, : w // 2]
+    return buf[:h, :w], u, v
+
+
 @lru_cache(maxsize=32)
 def yuv_to_rgb(name: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
     """(M [3, 3], offset [3]) with (R, G, B) = M @ (Y, U, V) + offset: the exact inverse of ``rgb_to_yuv``."""

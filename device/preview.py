@@ -2,8 +2,8 @@
 
 ``frame_image`` turns a ``Frame`` in any of the pixel formats the sources deliver into a small
 uint8 grey or RGB image: integer subsampling first (the long side at most ``max_px``), then
-the colour conversion on the few pixels left. YUV420 frames are shown in colour (BT.601
-full range, chroma upsampled by repetition), honouring the row stride; B,G,R is swapped back.
+the colour conversion on the few pixels left. YUV420 frames are shown in colour (in the
+frame's colour space, chroma upsampled by repetition), honouring the row stride; B,G,R is swapped back.
 
 ``InputView`` shows the tensor the interpreter was given, derived only from that tensor and
 its ``TensorSpec``: the layout (HW, HWC, CHW, with or without a batch of one, one or three
@@ -22,12 +22,10 @@ from typing import Optional
 
 import numpy as np
 
+from device.colour import RGB_POSITIONS, yuv420_planes, yuv_to_rgb
 from device.frames import Frame
 from device.manifest import TensorSpec
 from device.quant import to_scores
-
-# channel positions of R, G, B for each memory order (X: padding, never shown)
-_RGB_ORDER = {"RGB": (0, 1, 2), "RGBX": (0, 1, 2), "BGR": (2, 1, 0), "BGRX": (2, 1, 0)}
 
 
 def _step(width: int, height: int, max_px: int) -> int:
@@ -43,14 +41,14 @@ def frame_image(frame: Frame, max_px: int = 320) -> np.ndarray:
     if not isinstance(pix, np.ndarray) or pix.dtype != np.uint8:
         raise ValueError(f"a {fmt} frame must be a uint8 array. Got: {getattr(pix, 'dtype', type(pix).__name__)}")
     if fmt == "YUV420":
-        return _yuv420_rgb(pix, frame.size, max_px)
+        return _yuv420_rgb(pix, frame.size, frame.colour_space, max_px)
     if fmt == "GRAY":
         plane = pix[:, :, 0] if pix.ndim == 3 and pix.shape[2] == 1 else pix
         if plane.ndim != 2:
             raise ValueError(f"a GRAY frame must be [H, W]. Got: shape {pix.shape}")
         s = _step(plane.shape[1], plane.shape[0], max_px)
         return np.ascontiguousarray(plane[::s, ::s])
-    order = _RGB_ORDER.get(fmt)
+    order = RGB_POSITIONS.get(fmt)
     if order is None:
         raise ValueError(f"cannot show pixel format {fmt!r}")
     channels = len(fmt)
@@ -60,24 +58,15 @@ def frame_image(frame: Frame, max_px: int = 320) -> np.ndarray:
     return np.ascontiguousarray(pix[::s, ::s][:, :, list(order)])
 
 
-def _yuv420_rgb(buf: np.ndarray, size: Optional[tuple[int, int]], max_px: int) -> np.ndarray:
-    if size is None:
-        raise ValueError("a YUV420 frame needs its (width, height); its rows are padded")
-    w, h = size
-    if buf.ndim != 2 or buf.shape[0] != h * 3 // 2 or buf.shape[1] < w or h % 2 or w % 2:
-        raise ValueError(f"a {w}x{h} YUV420 buffer must be [{h * 3 // 2}, stride >= {w}]. Got: shape {buf.shape}")
-    stride = buf.shape[1]
+def _yuv420_rgb(buf: np.ndarray, size: Optional[tuple[int, int]], colour_space: Optional[str], max_px: int) -> np.ndarray:
+    y, u, v = yuv420_planes(buf, size)
+    h, w = y.shape
     s = _step(w, h, max_px)
     rows, cols = np.arange(0, h, s), np.arange(0, w, s)
-    y = buf[:h:s, :w:s].astype(np.float32)
-    # I420: after the Y rows come the U plane, then the V plane, each (h/2) rows of stride/2 bytes
-    chroma = buf[h:].reshape(-1)
-    cs = stride // 2
-    plane = (h // 2) * cs
-    u = chroma[:plane].reshape(h // 2, cs)[rows[:, None] // 2, cols[None, :] // 2].astype(np.float32) - 128.0
-    v = chroma[plane : 2 * plane].reshape(h // 2, cs)[rows[:, None] // 2, cols[None, :] // 2].astype(np.float32) - 128.0
-    rgb = np.stack((y + 1.402 * v, y - 0.344136 * u - 0.714136 * v, y + 1.772 * u), axis=-1)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    yuv = np.stack((y[::s, ::s], u[rows[:, None] // 2, cols[None, :] // 2], v[rows[:, None] // 2, cols[None, :] // 2]), axis=-1)
+    m, off = yuv_to_rgb(colour_space)
+    rgb = yuv.reshape(-1, 3).astype(np.float32) @ np.asarray(m, np.float32).T + np.asarray(off, np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).reshape(yuv.shape)
 
 
 def image_layout(shape: tuple[int, ...]) -> tuple[int, int, int, bool]:

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from device.colour import RGB_POSITIONS, yuv_to_rgb
+from device.colour import RGB_POSITIONS, yuv420_planes, yuv_to_rgb
 from device.frames import Frame
 from device.manifest import Preprocess, TensorSpec
 from device.png import encode_png
@@ -77,18 +77,10 @@ def pixels_view(pixels: np.ndarray, fmt: str, size: Optional[tuple[int, int]] = 
     if pix.dtype != np.uint8:
         raise ValueError(f"a {fmt} frame must be uint8. Got: dtype {pix.dtype}")
     if fmt == "YUV420":
-        if size is None:
-            raise ValueError("a YUV420 frame needs its (width, height); its rows are padded")
-        w, h = size
-        if pix.ndim != 2 or pix.shape[0] != h * 3 // 2 or pix.shape[1] < w or w % 2 or h % 2:
-            raise ValueError(f"a {w}x{h} YUV420 buffer must be [{h * 3 // 2}, stride >= {w}]. Got: shape {pix.shape}")
-        stride = pix.shape[1]
-        cs, plane = stride // 2, (h // 2) * (stride // 2)
-        chroma = pix[h:].reshape(-1)
-        u = chroma[:plane].reshape(h // 2, cs)[:, : w // 2]
-        v = chroma[plane : 2 * plane].reshape(h // 2, cs)[:, : w // 2]
+        y, u, v = yuv420_planes(pix, size)
+        h, w = y.shape
         up = np.empty((h, w, 3), np.uint8)  # chroma repeated to full resolution, then everything averaged
-        up[:, :, 0] = pix[:h, :w]
+        up[:, :, 0] = y
         up[:, :, 1] = np.repeat(np.repeat(u, 2, axis=0), 2, axis=1)
         up[:, :, 2] = np.repeat(np.repeat(v, 2, axis=0), 2, axis=1)
         yuv = _block_mean(up, _factor(w, h, max_px))
