@@ -268,8 +268,9 @@ class ChrootSshd:
         """Generate keys, write a config, start sshd and wait for its banner."""
         s = self.session
         port = free_port()
-        conf_inside = f"{s.workdir_inside}/sshd"
-        conf = s.workdir / "sshd"
+        # one folder and one device root per server: each test module gets a Pi of its own
+        conf_inside = f"{s.workdir_inside}/sshd-{port}"
+        conf = s.workdir / f"sshd-{port}"
         conf.mkdir(mode=0o700)
         self.client_dir.mkdir(parents=True, exist_ok=True)
         host_key = conf / "ssh_host_ed25519_key"
@@ -318,7 +319,7 @@ class ChrootSshd:
                 time.sleep(0.2)
         else:
             raise BuildError(f"sshd inside the arm64 root did not answer on port {port} within {timeout_s:.0f} s")
-        return SshTarget("root", "127.0.0.1", port, client_key, known, f"{s.workdir_inside}/edgekit")
+        return SshTarget("root", "127.0.0.1", port, client_key, known, f"{s.workdir_inside}/edgekit-{port}")
 
     def stop(self) -> None:
         """Stop sshd (the session's teardown also kills anything it left behind)."""
