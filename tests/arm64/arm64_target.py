@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -25,7 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_rootfs import BuildError, Paths, mounts_under, unmount_all
@@ -340,3 +341,13 @@ def running_sshd(session: Arm64Session, client_dir: Path) -> Iterator[SshTarget]
         yield sshd.start()
     finally:
         sshd.stop()
+
+
+def deploy_cli(*args: str, timeout_s: float) -> tuple[int, Any, str]:
+    """Run ``python -m deploy ... --json`` on the host; returns exit code, parsed JSON, output for messages."""
+    p = subprocess.run([sys.executable, "-m", "deploy", *args, "--json"], capture_output=True, text=True, timeout=timeout_s)
+    try:
+        data = json.loads(p.stdout)
+    except json.JSONDecodeError:
+        data = None
+    return p.returncode, data, f"stdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-2000:]}"

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from arm64_compare import Kit, stage_kit  # noqa: E402
-from arm64_target import Arm64Session  # noqa: E402
+from arm64_target import Arm64Session, SshTarget, free_port, running_sshd  # noqa: E402
 from build_rootfs import BuildError, Paths, binfmt_problem, build  # noqa: E402
 
 REPO = HERE.parents[1]
@@ -68,3 +68,12 @@ def arm64_artifacts(artifacts: Path) -> Path:
 def arm64_kit(arm64: Arm64Session, arm64_artifacts: Path) -> Kit:
     """The device package, the probe and the artifacts copied into the root."""
     return stage_kit(arm64, arm64_artifacts)
+
+
+@pytest.fixture(scope="module")
+def pi(arm64: Arm64Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshTarget, list[str]]]:
+    """sshd inside the root (a device root of its own for each test module), and the deploy CLI options that reach it."""
+    with running_sshd(arm64, tmp_path_factory.mktemp("arm64_ssh")) as t:
+        opts = ["--host", t.spec, "--identity", str(t.identity), "--known-hosts", str(t.known_hosts),
+                "--remote-dir", t.remote_dir, "--daemon-port", str(free_port())]
+        yield t, opts

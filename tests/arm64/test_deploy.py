@@ -7,40 +7,17 @@ bring its wheels (``--wheelhouse``): the closed-network Pi case.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from arm64_target import Arm64Session, SshTarget, free_port, running_sshd
+from arm64_target import Arm64Session, SshTarget, deploy_cli
 
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
 
 WHEELHOUSE = Path(os.environ.get("EDGEKIT_DEPLOY_WHEELHOUSE", "/var/cache/edgekit/deploy-wheelhouse"))
-
-
-@pytest.fixture(scope="module")
-def pi(arm64: Arm64Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshTarget, list[str]]]:
-    """sshd inside the root, and the deploy CLI options that reach it."""
-    pytest.importorskip("deploy.cli", reason="deploy/cli.py has not landed")
-    with running_sshd(arm64, tmp_path_factory.mktemp("arm64_ssh")) as t:
-        opts = ["--host", t.spec, "--identity", str(t.identity), "--known-hosts", str(t.known_hosts),
-                "--remote-dir", t.remote_dir, "--daemon-port", str(free_port())]
-        yield t, opts
-
-
-def deploy(*args: str, timeout_s: float = 900) -> tuple[int, Any, str]:
-    """Run ``python -m deploy ... --json``; returns exit code, parsed JSON, stderr."""
-    p = subprocess.run([sys.executable, "-m", "deploy", *args, "--json"], capture_output=True, text=True, timeout=timeout_s)
-    try:
-        data = json.loads(p.stdout)
-    except json.JSONDecodeError:
-        data = None
-    return p.returncode, data, f"stdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-2000:]}"
+deploy = functools.partial(deploy_cli, timeout_s=900)
 
 
 def test_doctor_reports_aarch64_python311_tflite_runtime(pi: tuple[SshTarget, list[str]]) -> None:

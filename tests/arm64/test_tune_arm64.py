@@ -10,16 +10,13 @@ this is also where "XNNPACK on" can mean no XNNPACK node at all (then off is not
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from arm64_target import Arm64Session, SshTarget, free_port, running_sshd
+from arm64_target import Arm64Session, SshTarget, deploy_cli
 
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
 
@@ -28,23 +25,7 @@ QUICK = ["--frames", "10", "--warmup", "2", "--rounds", "1", "--golden-count", "
          "--health-timeout-s", "300"]
 
 
-@pytest.fixture(scope="module")
-def pi(arm64: Arm64Session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshTarget, list[str]]]:
-    """sshd inside the root, and the deploy CLI options that reach it."""
-    with running_sshd(arm64, tmp_path_factory.mktemp("arm64_tune_ssh")) as t:
-        opts = ["--host", t.spec, "--identity", str(t.identity), "--known-hosts", str(t.known_hosts),
-                "--remote-dir", t.remote_dir, "--daemon-port", str(free_port())]
-        yield t, opts
-
-
-def deploy(*args: str, timeout_s: float = 2700) -> tuple[int, Any, str]:
-    """Run ``python -m deploy ... --json``; returns exit code, parsed JSON, output for messages."""
-    p = subprocess.run([sys.executable, "-m", "deploy", *args, "--json"], capture_output=True, text=True, timeout=timeout_s)
-    try:
-        data = json.loads(p.stdout)
-    except json.JSONDecodeError:
-        data = None
-    return p.returncode, data, f"stdout: {p.stdout[-3000:]}\nstderr: {p.stderr[-2000:]}"
+deploy = functools.partial(deploy_cli, timeout_s=2700)
 
 
 def test_tune_on_the_emulated_pi(pi: tuple[SshTarget, list[str]], arm64: Arm64Session, arm64_artifacts: Path) -> None:
