@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from device.camera_scene import CameraLikeSource
 from device.engine import LiteRTEngine, open_engine
 from device.errors import ManifestError, SourceError
 from device.frames import CameraConfig, FolderSource, FrameSource, SyntheticSource
@@ -63,14 +64,30 @@ class BenchResult:
         return d
 
 
+SOURCES = ("synthetic", "synthetic-main", "camera-like", "camera-like-main", "folder:DIR")
+CAMERA_LIKE_SEED = 0
+
+
 def make_source(spec: str, manifest: Manifest, config: CameraConfig, loop: bool = True, fps: float = 0.0) -> FrameSource:
-    """``synthetic`` | ``synthetic-main`` | ``folder:DIR`` → a frame source (no camera here)."""
+    """A frame source with no camera: see ``SOURCES``.
+
+    ``synthetic`` renders the golden images exactly as the training crop; ``camera-like``
+    renders them as a camera sees a garment (``device.camera_scene``: framed off centre at
+    60-100 % of the height, both polarities, tint, blur, noise, vignetting). Both deliver the
+    lores YUV420 stream the daemon reads, or with ``-main`` the 640x480 B,G,R main stream.
+    """
     if spec in ("synthetic", "synthetic-main"):
         cfg = config.with_stream("main" if spec == "synthetic-main" else "lores")
         return SyntheticSource.from_golden(manifest.golden_path(), cfg, loop=loop, fps=fps)
+    if spec in ("camera-like", "camera-like-main"):
+        if spec == "camera-like":
+            fmt = ("lores", "YUV420", *config.lores_size)
+        else:
+            fmt = ("main", "BGR", *config.main_size)
+        return CameraLikeSource.from_golden(manifest.golden_path(), fmt, seed=CAMERA_LIKE_SEED, loop=loop)
     if spec.startswith("folder:"):
         return FolderSource(spec[len("folder:") :], loop=loop)
-    raise SourceError(f"unknown source {spec!r} for a benchmark; use synthetic, synthetic-main or folder:DIR")
+    raise SourceError(f"unknown source {spec!r} for a benchmark; use {', '.join(SOURCES)}")
 
 
 def golden_parity(engine: LiteRTEngine, manifest: Manifest, variant: str) -> tuple[Optional[float], Optional[float], int]:
@@ -114,7 +131,7 @@ def run_bench(
         config = CameraConfig.for_contract(manifest.preprocess)
     src = source_factory() if source_factory else make_source(source_spec, manifest, config, loop=True)
     if runs is None:
-        runs = len(src) if isinstance(src, SyntheticSource) else 200
+        runs = len(src) if isinstance(src, (SyntheticSource, CameraLikeSource)) else 200
     pre = Preprocessor(manifest.preprocess, engine.input_spec, invert)
     pipe = Pipeline(src, engine, pre, manifest.labels)
     x = np.zeros(engine.input_spec.shape, dtype=np.dtype(engine.input_spec.dtype))
@@ -195,9 +212,13 @@ def format_text(r: BenchResult) -> str:
             f"{v.p50_ms:>10.4f}{v.p90_ms:>10.4f}{v.p99_ms:>10.4f}"
         )
     fps = 1000.0 / r.stages["total"].mean_ms if r.stages["total"].mean_ms else 0.0
+    gap = ""
+    if r.frame_accuracy is not None and r.raw_accuracy is not None and r.labelled_frames == r.golden_count:
+        gap = f" (gap {100 * (r.raw_accuracy - r.frame_accuracy):+.2f} points)"
+    kind = r.source.split(":")[0].replace("-main", "")
     lines.append(
-        f"accuracy on {r.labelled_frames} synthetic camera frames: {pct(r.frame_accuracy)}   "
-        f"interpreter on the raw model-sized images: {pct(r.raw_accuracy)}   "
+        f"accuracy on {r.labelled_frames} {kind} frames: {pct(r.frame_accuracy)}   "
+        f"interpreter on the raw model-sized images: {pct(r.raw_accuracy)}{gap}   "
         f"top-1 agreement with the host interpreter: {pct(r.host_agreement)} ({r.golden_count} golden images)   "
         f"throughput: {fps:.0f} frames/s   CPU per frame: {r.cpu_per_frame_ms or 0:.4f} ms"
     )

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(bench)
     bench.add_argument("--variant", default="int8", choices=[*VARIANTS, "all"], help="variant to measure, or all")
-    bench.add_argument("--source", default="synthetic", help="synthetic (lores YUV420) | synthetic-main (640x480 B,G,R) | folder:DIR")
+    bench.add_argument("--source", default="synthetic", help="synthetic (lores YUV420, framed as the training crop) | synthetic-main (640x480 B,G,R) | camera-like (lores YUV420, framed and lit as a camera sees a garment) | camera-like-main | folder:DIR")
     bench.add_argument("--runs", type=int, default=None, help="timed frames (None: every golden image once, or 200)")
     bench.add_argument("--warmup", type=int, default=20, help="untimed frames first")
     bench.add_argument("--hardware-root", type=Path, default=Path("/"), help="where /proc and /sys are read from")

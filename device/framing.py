@@ -8,7 +8,10 @@ grid of the frame (the block sums the preprocessing makes anyway, a few times th
 size), so it costs a few dozen numpy calls on a few thousand cells:
 
 * the background is the median of the grid's outer ring, per channel (an object touching
-  one or two edges leaves most of the ring alone); the noise is the ring's spread (MAD);
+  one or two edges leaves most of the ring alone); the noise is the ring's spread (MAD)
+  around a plane fitted to the ring, robustly: a lamp to one side lights a light background
+  unevenly, and its slope read as noise raised the floor past everything but the darkest
+  part of a garment (a two-tone shirt framed as its dark band, a sandal as nothing);
 * the object's polarity is the side of the background its luma reaches further (a dark
   garment on paper, a light one on cloth), and only deviations to that side count, per
   channel: vignetting brightens the centre of a light background against its border, which
@@ -21,6 +24,7 @@ size), so it costs a few dozen numpy calls on a few thousand cells:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -56,13 +60,57 @@ def median(values: np.ndarray) -> np.ndarray:
     return np.partition(values, k, axis=-1)[..., k]
 
 
+PLANE_REFITS = 1  # refits of the background plane without the ring cells the object covers
+
+
+@functools.lru_cache(maxsize=16)
+def _ring_design(h: int, w: int) -> np.ndarray:
+    """[n, 3] rows (1, y, x) of the ring cells, in ``ring``'s order (planned once per grid shape)."""
+    ys = np.concatenate([np.zeros(w), np.full(w, h - 1.0), np.arange(1, h - 1.0), np.arange(1, h - 1.0)])
+    xs = np.concatenate([np.arange(w, dtype=np.float64), np.arange(w, dtype=np.float64), np.zeros(h - 2), np.full(h - 2, w - 1.0)])
+    return np.stack([np.ones_like(ys), ys, xs], axis=1)
+
+
+def background_slope(luma: np.ndarray) -> Optional[np.ndarray]:
+    """The lighting gradient of the background: a plane fitted to the grid's outer ring, less its median, [h, w].
+
+    Least squares on the ring cells that lie near its median (an object touching an edge
+    covers some), refitted without those that stand out from the plane; None for a grid too
+    small to have a ring or a ring mostly covered.
+    """
+    h, w = luma.shape
+    if h < 3 or w < 3:
+        return None
+    a = _ring_design(h, w)
+    v = ring(luma[None])[0].astype(np.float64)
+    dev = np.abs(v - float(median(v[None])[0]))
+    keep = dev <= 3.0 * MAD_TO_SIGMA * float(median(dev[None])[0]) + 2.0  # not the cells an object covers
+    for _ in range(PLANE_REFITS + 1):
+        ak = a[keep]
+        coef = np.linalg.solve(ak.T @ ak + 1e-9 * np.eye(3), ak.T @ v[keep])  # 3x3 normal equations
+        res = np.abs(v - a @ coef)
+        keep = res <= 3.0 * MAD_TO_SIGMA * float(median(res[keep][None])[0]) + 2.0
+        if int(keep.sum()) < 8:
+            return None
+    on_ring = a @ coef
+    level = float(median(on_ring[None])[0])
+    return (np.float32(coef[0] - level) + np.float32(coef[1]) * np.arange(h, dtype=np.float32)[:, None]
+            + np.float32(coef[2]) * np.arange(w, dtype=np.float32)[None, :])
+
+
 def find_box(det: np.ndarray, luma: np.ndarray, bg: np.ndarray, bg_luma: float, luma_ring: np.ndarray) -> Optional[Box]:
     """The object's box on a detection grid, or None when nothing stands out from the background.
 
     ``det`` is a planar [C, h, w] grid of per-pixel means (0..255 units, the channels a model
     sees), ``luma`` [h, w] the same cells' luma, ``bg`` the background per channel [C],
     ``bg_luma`` its luma and ``luma_ring`` the luma of the ring cells (for the noise).
+    The background's lighting gradient (``background_slope``) is taken out of all of them first.
     """
+    slope = background_slope(luma)
+    if slope is not None:
+        luma = luma - slope
+        det = det - slope[None]
+        luma_ring = ring(luma[None])[0]
     sigma = MAD_TO_SIGMA * float(median(np.abs(luma_ring - bg_luma))) if luma_ring.size else 0.0
     floor = max(ABS_FLOOR, NOISE_SIGMAS * sigma)
     lo, hi = float(luma.min()), float(luma.max())

@@ -38,6 +38,8 @@ examples:
   python -m host run --data folder:photos --out mine --image-size 128 --base-weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5
   python -m host import --model keras_model.h5 --labels labels.txt --calibration folder:photos --out tm --preprocess '{"normalize": [-1, 1]}'
   python -m host train --out work && python -m host convert --out work && python -m host evaluate --out work
+  TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+    python -m host train --out work --strategy multi-worker      # on each machine, with its own index
 """
 
 
@@ -134,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its five subcommands."""
     from host.choose import BASES, DEFAULT_BASE_WIDTH, DEFAULT_WIDTH, MODEL_KINDS
     from host.convert import OPTIMIZATIONS
+    from host.distribute import STRATEGIES
     from host.folder import COLORS, DEFAULT_SIZE
-    from host.train import DEFAULT_EPOCHS
+    from host.train import DEFAULT_EPOCHS, PRECISIONS
 
     fmt = _HelpFormatter
     p = argparse.ArgumentParser(
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--train-limit", type=positive_int, default=None, metavar="N", help="train on the first N training images only (quick runs)")
         sp.add_argument("--seed", type=int, default=42, help="random seed (same seed, same model)")
         sp.add_argument("--force", action="store_true", help="replace a non-empty --out (the old folder stays until the new run succeeds)")
+        sp.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: mixed_bfloat16 where the CPU has bfloat16 units (AMX / AVX512-BF16), else float32")
         sp.add_argument("--network", choices=MODEL_KINDS, default="auto", help="auto: the small CNN below 64 pixels, the MobileNet-style network from 64 pixels")
         sp.add_argument("--width", type=positive_float, default=None, metavar="W", help=f"width multiplier of the MobileNet networks; None means {DEFAULT_WIDTH} from scratch, {DEFAULT_BASE_WIDTH} with --base")
         sp.add_argument("--base", choices=BASES, default=None, help="fine-tune Keras's MobileNetV2 with ImageNet weights (Keras downloads them into ~/.keras/models)")
@@ -181,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train and write the SavedModel", formatter_class=fmt, description="Train the CNN and write OUT/saved_model/1, OUT/model.keras and OUT/training.json.")
     common(sp, "output folder; must not exist or be empty (see --force)")
     training(sp)
+    sp.add_argument("--strategy", default="default", choices=STRATEGIES, help="multi-worker: one of the workers named in TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy); run the same command on every worker, worker 0 writes --out")
     reuse = "the data OUT was trained on (its training.json); None means that"
     sp = sub.add_parser("convert", help="SavedModel → four .tflite files", formatter_class=fmt, description="Convert OUT/saved_model/1 to float32, dynamic-range, float16 and full-integer int8 .tflite files.")
     common(sp, "folder written by `train`")
@@ -242,10 +247,11 @@ def _pipeline_step(args: argparse.Namespace, progress: bool) -> Path:
     common: dict[str, Any] = {"tfds_dir": args.tfds_dir, "progress": progress, "allow_download": not args.offline}
     if args.command in ("run", "train"):
         choice = ModelChoice(kind=args.network, width=args.width, base=args.base, base_weights=args.base_weights, fine_tune_layers=args.fine_tune_layers)
-        common.update(data=args.data, image_size=args.image_size, color=args.color, choice=choice, flip=args.flip, force=args.force, seed=args.seed)
+        common.update(data=args.data, image_size=args.image_size, color=args.color, choice=choice, flip=args.flip, force=args.force, seed=args.seed,
+                      precision=args.precision)
         if args.command == "run":
             return pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, optimization=args.optimization, **common)
-        return pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, **common)
+        return pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, strategy=args.strategy, **common)
     if args.command == "convert":
         return pipeline.convert_step(args.out, args.data_dir, optimization=args.optimization, data=args.data, **common)
     return pipeline.evaluate_step(args.out, args.data_dir, data=args.data, **common)
@@ -273,6 +279,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; --out was left as it was before this command", file=sys.stderr)
         return 130
+    if getattr(args, "strategy", "default") == "multi-worker":
+        from host.distribute import read_tf_config
+
+        task = read_tf_config()
+        if not task.is_chief:  # it saved into a temporary folder and deleted it
+            msg = {"worker": task.index, "workers": task.count, "out": None}
+            print(json.dumps(msg) if args.json else f"worker {task.index} of {task.count}: trained; worker 0 wrote the model")
+            return 0
     if args.json:
         print(json.dumps(summary(out), indent=2))
     else:

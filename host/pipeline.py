@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from device.manifest import VARIANTS, Manifest, Preprocess, TensorSpec, Variant, sha256_bytes
+from host.augment import AugmentConfig
 from host.choose import AUTO, ModelChoice, choose_model
 from host.convert import (
     REPRESENTATIVE_COUNT,
@@ -30,6 +31,7 @@ from host.convert import (
     resolve_optimization,
 )
 from host.data import FASHION_MNIST, Splits, load_data
+from host.distribute import STRATEGIES, barrier, multi_worker_strategy, read_tf_config
 from host.errors import ConfigError, OutputError
 from host.evaluate import (
     DEFAULT_CONTRACT,
@@ -38,7 +40,14 @@ from host.evaluate import (
     host_runtime,
     keras_predictions,
 )
+from host.evaluate_camera import (
+    CAMERA_LIKE_COUNT,
+    CAMERA_LIKE_SEED,
+    CameraEval,
+    evaluate_camera_like,
+)
 from host.golden import GOLDEN_COUNT, write_golden
+from host.recipe import fashion_mnist
 from host.report import write_report
 from host.train import DEFAULT_EPOCHS, TrainConfig, save_training, train
 
@@ -120,17 +129,18 @@ def _require_folder(out: Path, step: str) -> None:
 # ---------------------------------------------------------------- the three steps on a folder
 
 
-def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True) -> None:
+def train_into(folder: Path, splits: Splits, config: TrainConfig, progress: bool = True, workers: int = 1) -> None:
     """Train and write saved_model/1, model.keras and training.json into ``folder``."""
     result = train(splits.train_x, splits.train_y, splits.val_x, splits.val_y, config, progress=progress, num_classes=len(splits.labels))
     save_training(
         result, config, folder, train_images=len(splits.train_x), data_source=splits.source, data=splits.data,
-        labels=list(splits.labels), preprocess=splits.preprocess.to_json(),
+        labels=list(splits.labels), preprocess=splits.preprocess.to_json(), workers=workers,
     )
 
 
 MIN_FOLDER_STEPS = 200  # optimizer steps a folder run takes at least, by default
 PATIENCE_STEPS = 50  # early stopping waits at least this many steps without a better validation accuracy
+FOLDER_SHIFT_PX = 2  # folder data: largest whole-pixel shift in training, at any image size
 
 
 def batch_size_for(train_images: int) -> int:
@@ -138,22 +148,27 @@ def batch_size_for(train_images: int) -> int:
     return int(min(256, max(32, 2 ** round(np.log2(max(train_images, 1) / 32)))))
 
 
-def train_config(splits: Splits, epochs: Optional[int], seed: int, choice: ModelChoice, flip: bool = True) -> TrainConfig:
+def train_config(
+    splits: Splits, epochs: Optional[int], seed: int, choice: ModelChoice, flip: bool = True, precision: str = "auto"
+) -> TrainConfig:
     """The training run for this data: the model chosen for its input size (host.choose), the recipe's defaults otherwise.
 
-    Fashion-MNIST keeps the recipe as it is. A folder is often small (a hundred photos are a few
-    steps an epoch), so its batch shrinks with it, ``epochs`` (when not given) grows to at least
-    MIN_FOLDER_STEPS steps, and early stopping waits PATIENCE_STEPS steps, not 5 epochs of 4 steps.
+    Fashion-MNIST trains host.recipe's config as it is. A folder is often small (a hundred photos
+    are a few steps an epoch), so its batch shrinks with it, ``epochs`` (when not given) grows to
+    at least MIN_FOLDER_STEPS steps, and early stopping waits PATIENCE_STEPS steps, not 5 epochs
+    of 4 steps. Both go through the one ``host.train.train``.
     """
     default = TrainConfig()
     model = choose_model(choice, int(splits.preprocess.size[0]), default.model)
     if splits.data.get("kind") == FASHION_MNIST:
-        return TrainConfig(epochs=epochs or DEFAULT_EPOCHS, seed=seed, model=model, flip=flip)
+        return fashion_mnist(epochs or DEFAULT_EPOCHS, seed, precision, model=model, flip=flip)
     batch = batch_size_for(len(splits.train_x))
     steps = max(1, -(-len(splits.train_x) // batch))
     epochs = epochs or max(DEFAULT_EPOCHS, -(-MIN_FOLDER_STEPS // steps))
     patience = max(default.patience_epochs, -(-PATIENCE_STEPS // steps))
-    return TrainConfig(epochs=epochs, seed=seed, model=model, flip=flip, batch_size=batch, patience_epochs=patience)
+    augment = AugmentConfig(flip=flip, shift=FOLDER_SHIFT_PX / int(splits.preprocess.size[0]), fill=0.0)
+    return TrainConfig(epochs=epochs, seed=seed, model=model, augment=augment, batch_size=batch, patience_epochs=patience,
+                       precision=precision)
 
 
 def _require_saved_model(folder: Path) -> Path:
@@ -201,12 +216,27 @@ def evaluate_into(folder: Path, splits: Splits, progress: bool = True, write_to:
         "epochs_run": info.get("epochs_run"),
         "epochs": info.get("config", {}).get("epochs"),
         "train_seconds": info.get("train_seconds"),
-        "train_images": info.get("train_images"),
         "precision": info.get("precision"),
+        "cpu": info.get("cpu"),
+        "train_images": info.get("train_images"),
         "data_source": info.get("data_source", splits.source),
         "representative_images": REPRESENTATIVE_COUNT,
     }
     return publish(folder, dst, splits, kpred, model_info, progress)
+
+
+def camera_like(folder: Path, splits: Splits, evals: list[VariantEval], runtime: Any) -> dict[str, CameraEval]:
+    """Every variant on camera-like frames of the test split (host.evaluate_camera), for Fashion-MNIST.
+
+    The renderer draws a grey garment light on dark, which is what Fashion-MNIST is; a folder of
+    the user's own photos has no such renderer, so it gets none.
+    """
+    if splits.data.get("kind") != FASHION_MNIST:
+        return {}
+    return evaluate_camera_like(
+        {e.variant: folder / model_filename(e.variant) for e in evals}, {e.variant: e.official_raw for e in evals},
+        splits.test_x, splits.test_y, splits.preprocess, runtime,
+    )
 
 
 def publish(
@@ -229,6 +259,7 @@ def publish(
             evaluate_variant(v, data, splits.test_x, splits.test_y, splits.seed_test_x, splits.seed_test_y, reference, runtime,
                              contract=splits.preprocess, num_classes=len(splits.labels))
         )
+    cameras = camera_like(folder, splits, evals, runtime)
     n = min(GOLDEN_COUNT, len(splits.test_x))
     golden = write_golden(dst, splits.test_x[:n], splits.test_y[:n], {e.variant: e.official_raw[:n] for e in evals})
     model_info = {
@@ -246,10 +277,17 @@ def publish(
                 "per_class_accuracy": [None if np.isnan(a) else a for a in e.per_class_accuracy],
                 "latency_p50_ms": e.latency_p50_ms,
                 "latency_p99_ms": e.latency_p99_ms,
+                **({"camera_like_accuracy": cameras[e.variant].accuracy, "camera_like_raw_accuracy": cameras[e.variant].raw_accuracy}
+                   if e.variant in cameras else {}),
             }
             for e in evals
         },
     }
+    if cameras:
+        model_info["camera_like"] = {
+            "count": CAMERA_LIKE_COUNT, "seed": CAMERA_LIKE_SEED, "crop": splits.preprocess.crop,
+            "variants": {v: c.to_json() for v, c in cameras.items()},
+        }
     write_report(dst, evals, splits.labels, model_info)
     variants_json = {
         e.variant: Variant(
@@ -298,6 +336,7 @@ def run_pipeline(
     seed: int = 42,
     progress: bool = True,
     allow_download: bool = True,
+    precision: str = "auto",
     data: str = FASHION_MNIST,
     image_size: Optional[int] = None,
     color: Optional[str] = None,
@@ -317,7 +356,7 @@ def run_pipeline(
     choice.check_files()
     splits = load_data(data, data_dir=data_dir, tfds_dir=tfds_dir, train_limit=train_limit, allow_download=allow_download,
                        image_size=image_size, color=color, progress=progress)
-    config = train_config(splits, epochs, seed, choice, flip)
+    config = train_config(splits, epochs, seed, choice, flip, precision)
     with staged_output(out, force) as stage:
         train_into(stage, splits, config, progress)
         convert_into(stage, splits.train_x, optimization, seed, progress, contract=splits.preprocess)
@@ -336,20 +375,48 @@ def train_step(
     seed: int = 42,
     progress: bool = True,
     allow_download: bool = True,
+    strategy: str = "default",
+    precision: str = "auto",
     data: str = FASHION_MNIST,
     image_size: Optional[int] = None,
     color: Optional[str] = None,
     choice: ModelChoice = AUTO,
     flip: bool = True,
 ) -> Path:
-    """Train only: ``out`` gets saved_model/1, model.keras and training.json (atomically)."""
+    """Train only: ``out`` gets saved_model/1, model.keras and training.json (atomically).
+
+    ``strategy="multi-worker"``: one of several workers named in TF_CONFIG (``host.distribute``);
+    only the chief (worker 0) writes ``out``, the others save into a temporary folder and delete it.
+    """
     out = Path(out)
     _check_epochs(epochs)
-    check_output(out, force)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}. Got: {strategy!r}")
     choice.check_files()
-    splits = load_data(data, data_dir=data_dir, tfds_dir=tfds_dir, train_limit=train_limit, allow_download=allow_download,
-                       image_size=image_size, color=color, progress=progress)
-    config = train_config(splits, epochs, seed, choice, flip)
+
+    def data_and_config() -> tuple[Splits, TrainConfig]:
+        splits = load_data(data, data_dir=data_dir, tfds_dir=tfds_dir, train_limit=train_limit, allow_download=allow_download,
+                           image_size=image_size, color=color, progress=progress)
+        return splits, train_config(splits, epochs, seed, choice, flip, precision)
+
+    if strategy == "multi-worker":
+        task = read_tf_config()  # before any work: a bad TF_CONFIG fails at once
+        if task.is_chief:
+            check_output(out, force)
+        dist, task = multi_worker_strategy()  # before TensorFlow's first op (the data load runs ops)
+        splits, config = data_and_config()
+        with dist.scope():
+            if task.is_chief:
+                with staged_output(out, force) as stage:
+                    train_into(stage, splits, config, progress, workers=task.count)
+                    barrier()
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"edgekit-worker{task.index}-") as tmp:
+                    train_into(Path(tmp), splits, config, progress, workers=task.count)
+                    barrier()
+        return out
+    check_output(out, force)
+    splits, config = data_and_config()
     with staged_output(out, force) as stage:
         train_into(stage, splits, config, progress)
     return out

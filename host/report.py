@@ -1,4 +1,4 @@
-"""report.md (sections: model, variant table, per-class accuracy, data, confusion matrix) and the int8 confusion-matrix PNG."""
+"""report.md (sections: model, variant table, camera-like frames, per-class accuracy, data, confusion matrix) and the int8 confusion-matrix PNG."""
 
 from __future__ import annotations
 
@@ -49,12 +49,22 @@ def _pct(x: Optional[float]) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
+def _machine(model: dict[str, Any]) -> str:
+    """' (float32 on CPU X: flags)' for the training figure, when training.json recorded it."""
+    cpu = model.get("cpu") or {}
+    if not cpu and not model.get("precision"):
+        return ""
+    flags = " ".join(f for f, on in (cpu.get("flags") or {}).items() if on) or "no avx2/avx512/bf16 flags"
+    cap = f", oneDNN capped at {cpu['onednn_isa_cap']}" if cpu.get("onednn_isa_cap") else ""
+    return f" ({model.get('precision', '?')} on {cpu.get('model', '?')}, {cpu.get('cores', '?')} cores: {flags}{cap})"
+
+
 def header_section(evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> list[str]:
     """Title and the model's facts."""
     test = model.get("test_name", "the official Fashion-MNIST test split")
     seed = model.get("seed_test_name", "the seed's `train[90%:]` split")
     trained = (
-        f"trained {model.get('epochs_run', '?')} epochs in {float(model.get('train_seconds') or 0):.0f} s; "
+        f"trained {model.get('epochs_run', '?')} epochs in {float(model.get('train_seconds') or 0):.0f} s{_machine(model)}; "
         if model.get("train_seconds") is not None else ""
     )
     keras = f"source-model accuracy on the test split {_pct(model.get('keras_accuracy'))}. " if model.get("keras_accuracy") is not None else ""
@@ -84,6 +94,38 @@ def variants_section(evals: Sequence[VariantEval], labels: Sequence[str], model:
         cells = [e.variant, f"{e.size_bytes:,}", ratio, _pct(e.accuracy), delta, *([_pct(e.seed_test_accuracy)] if seed else []),
                  _pct(e.keras_agreement), f"{e.input.dtype}{q}", f"{e.latency_p50_ms:.4f}", f"{e.latency_p99_ms:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def camera_section(evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> list[str]:
+    """Camera-like frames (host.evaluate_camera): accuracy beside the raw figure on the same images, by polarity and frame format."""
+    info = model.get("camera_like") or {}
+    cams = info.get("variants") or {}
+    if not cams:
+        return []
+    formats = list(next(iter(cams.values())).get("by_format", {}))
+    lines = [
+        "",
+        "## Camera-like frames",
+        "",
+        f"{info.get('count', '?')} test images rendered as a camera sees a garment (`device.camera_scene`: "
+        "the garment's longer side at 60-100 % of the frame height, off centre, light on dark or dark on light, "
+        "tinted, tone-curved, vignetted, slightly blurred, noisy), in turn as 640x480 B,G,R main frames and as "
+        "lores YUV420 frames with padded rows, each through the device's preprocessing "
+        f"(crop `{info.get('crop', '?')}`) and the interpreter. *Raw* is the same interpreter on the same images "
+        f"as stored; the gap is raw minus camera-like. Renderer seed {info.get('seed', '?')}, never used for tuning.",
+        "",
+        "| variant | camera-like | raw, same images | gap (points) | light on dark | dark on light | " + " | ".join(formats) + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(formats),
+    ]
+    for variant, c in cams.items():
+        pol = c.get("by_polarity", {})
+        cells = [f"{100 * pol[k]:.1f} %" if k in pol else "—" for k in ("light_on_dark", "dark_on_light")]
+        cells += [f"{100 * c['by_format'][f]:.1f} %" if f in c.get("by_format", {}) else "—" for f in formats]
+        lines.append(
+            f"| {variant} | {_pct(c.get('accuracy'))} | {_pct(c.get('raw_accuracy'))} | {float(c.get('gap_points', 0)):+.2f} | "
+            + " | ".join(cells) + " |"
+        )
     return lines
 
 
@@ -143,7 +185,7 @@ def confusion_section(evals: Sequence[VariantEval], labels: Sequence[str], model
 
 
 # The report, in order; a new section is one more function here.
-SECTIONS: list[Section] = [header_section, variants_section, per_class_section, data_section, confusion_section]
+SECTIONS: list[Section] = [header_section, variants_section, camera_section, per_class_section, data_section, confusion_section]
 
 
 def render_report(evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> str:

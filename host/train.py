@@ -18,10 +18,20 @@ from typing import Any, Optional
 
 import numpy as np
 
+from host.augment import AugmentConfig, augment_batch
+from host.cpu import cpu_has_bf16, read_cpu
+from host.distribute import (
+    check_same_on_every_worker,
+    in_multi_worker,
+    keras_fit_workarounds,
+    shard_options,
+    synchronize_batch_norm,
+)
 from host.errors import ConfigError
 from host.model import ModelConfig, ModelSpec
 
 DEFAULT_EPOCHS = 28
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -35,16 +45,16 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     patience_epochs: int = 5
-    shift_px: int = 2
-    flip: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 42
     precision: str = "auto"  # auto: mixed_bfloat16 where the CPU has bf16 units, else float32
+    jit_compile: bool = False  # XLA: measured slower for these small convs on CPU (see the README)
     model: ModelSpec = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be a positive integer. Got: {self.epochs}")
-        if self.precision not in ("auto", "float32", "mixed_bfloat16"):
+        if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be auto, float32 or mixed_bfloat16. Got: {self.precision!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer. Got: {self.batch_size}")
@@ -64,15 +74,6 @@ class TrainResult:
     precision: str = "float32"
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (AMX or AVX512-BF16): mixed precision then trains ~1.7x faster."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_precision(precision: str) -> str:
     """The Keras dtype policy to train with."""
     if precision == "auto":
@@ -80,34 +81,37 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def _augmenter(config: TrainConfig, height: int = 28, width: int = 28) -> Any:
-    """Batched random flip + translation (Keras preprocessing layers run inside tf.data, not in the model)."""
-    import keras
-
-    layers: list[Any] = []
-    if config.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=config.seed))
-    if config.shift_px:
-        # nearest: whole-pixel shifts; bilinear would blur the fine texture that tells shirts from pullovers
-        layers.append(
-            keras.layers.RandomTranslation(config.shift_px / height, config.shift_px / width, fill_mode="constant",
-                                           fill_value=0.0, interpolation="nearest", seed=config.seed + 1)
-        )
-    return keras.Sequential(layers) if layers else None
-
-
 def make_dataset(x: np.ndarray, y: np.ndarray, config: TrainConfig, training: bool, num_classes: int = 10) -> Any:
-    """A batched tf.data pipeline of float images; shuffled and augmented (per batch, cheaply) when ``training``."""
+    """A batched tf.data pipeline of float images in [0, 1] and one-hot labels.
+
+    The arrays are held as two constant tensors and the pipeline shuffles *indices*, gathering
+    a whole batch at once (a per-image pipeline spent more CPU than the augmentation). When
+    ``training`` the order is reshuffled every epoch and each batch is augmented with its own
+    stateless seed (``host.augment``).
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    images, labels = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.range(len(x))
     if training:
         ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-    # one-hot labels: label smoothing needs them
-    ds = ds.batch(config.batch_size).map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, tf.one_hot(b, num_classes)))
-    aug = _augmenter(config, int(x.shape[1]), int(x.shape[2])) if training else None
-    if aug is not None:
-        ds = ds.map(lambda a, b: (aug(a, training=True), b))
+    ds = ds.batch(config.batch_size)
+
+    def gather(idx: Any) -> tuple[Any, Any]:
+        # one-hot labels: label smoothing needs them
+        return tf.cast(tf.gather(images, idx), tf.float32) / 255.0, tf.one_hot(tf.gather(labels, idx), num_classes)
+
+    aug = config.augment
+    if training and aug.active:
+        seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+
+        def augmented(idx: Any, seed: Any) -> tuple[Any, Any]:
+            a, b = gather(idx)
+            return augment_batch(a, seed, aug), b
+
+        ds = tf.data.Dataset.zip((ds, seeds)).map(augmented)
+    else:
+        ds = ds.map(gather)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -147,6 +151,35 @@ def _progress_callback(epochs: int, steps: int) -> Any:
     return Progress()
 
 
+def compiled_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int, steps_per_epoch: int) -> tuple[Any, str]:
+    """A fresh ``config.model`` compiled with the recipe's optimiser, schedule and loss; and its dtype policy."""
+    import keras
+
+    policy = resolve_precision(config.precision)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = config.model.build(input_shape, num_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(total * config.warmup_fraction))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.peak_lr / 25,
+        decay_steps=max(1, total - warmup),
+        alpha=1e-3,
+        warmup_target=config.peak_lr,
+        warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+    )
+    return model, policy
+
+
 def train(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -168,28 +201,14 @@ def train(
     if num_classes is None:
         num_classes = int(max(int(np.max(train_y)), int(np.max(val_y)) if len(val_y) else 0)) + 1
     keras.utils.set_random_seed(config.seed)
-    policy = resolve_precision(config.precision)
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = config.model.build(input_shape, num_classes)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
     steps = math.ceil(len(train_x) / config.batch_size)
-    total = steps * config.epochs
-    warmup = max(1, int(total * config.warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.peak_lr / 25,
-        decay_steps=max(1, total - warmup),
-        alpha=1e-3,
-        warmup_target=config.peak_lr,
-        warmup_steps=warmup,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=["accuracy"],
-    )
+    model, policy = compiled_model(config, input_shape, num_classes, steps)
+    multi_worker = in_multi_worker()  # inside a caller's MultiWorkerMirroredStrategy scope
+    if multi_worker:
+        check_same_on_every_worker("the number of training images", len(train_x))
+        check_same_on_every_worker("the training precision (1: mixed_bfloat16)", float(policy != "float32"))
+        keras_fit_workarounds(model)
+        synchronize_batch_norm(model)
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=config.patience_epochs, restore_best_weights=True, mode="max"
@@ -200,9 +219,13 @@ def train(
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles
+        train_ds = make_dataset(train_x, train_y, config, training=True, num_classes=num_classes)
+        val_ds = make_dataset(val_x, val_y, config, training=False, num_classes=num_classes)
+        if multi_worker:  # every worker builds the same global batches and keeps its share of each
+            train_ds, val_ds = train_ds.with_options(shard_options()), val_ds.with_options(shard_options())
         hist = model.fit(
-            make_dataset(train_x, train_y, config, training=True, num_classes=num_classes),
-            validation_data=make_dataset(val_x, val_y, config, training=False, num_classes=num_classes),
+            train_ds,
+            validation_data=val_ds,
             epochs=config.epochs,
             callbacks=callbacks,
             verbose=0,
@@ -211,6 +234,7 @@ def train(
     if policy != "float32":
         # export a pure float32 graph: the same (float32) weights in a float32-policy model
         trained = model
+        previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("float32")
         try:
             model = config.model.build(input_shape, num_classes)
@@ -237,6 +261,7 @@ def save_training(result: TrainResult, config: TrainConfig, folder: Path, **extr
         "best_val_accuracy": result.best_val_accuracy,
         "train_seconds": result.train_seconds,
         "precision": result.precision,
+        "cpu": read_cpu().to_json(),
         "history": result.history,
         **extra,
     }

@@ -28,7 +28,7 @@ CACHE_ROOT = Path(os.environ.get("EDGEKIT_CACHE", "~/.cache/edgekit")).expanduse
 
 def _source_key() -> str:
     h = hashlib.sha256(f"epochs={ARTIFACT_EPOCHS} limit={ARTIFACT_TRAIN_LIMIT}".encode())
-    files = sorted((ROOT / "host").glob("*.py")) + [ROOT / "device" / n for n in ("manifest.py", "engine.py", "quant.py", "runtime.py")]
+    files = sorted((ROOT / "host").glob("*.py")) + [ROOT / "device" / n for n in ("manifest.py", "engine.py", "quant.py", "runtime.py", "preprocess.py", "camera_scene.py")]
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())

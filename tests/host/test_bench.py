@@ -1,0 +1,43 @@
+"""The host benches print their figures with the machine they came from (CPU, flags, precision)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+
+
+def bench(script: str, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True, env=env, timeout=timeout_s)
+
+
+def test_host_pipeline_figures_name_the_machine_and_the_camera_gap(artifacts: Path) -> None:
+    r = bench("host_pipeline.py", "--reuse", str(artifacts), "--json")
+    assert r.returncode in (0, 3), r.stderr  # 3: a goal missed (the fixture trains one brief epoch)
+    f = json.loads(r.stdout)
+    assert set(f["cpu"]["flags"]) == FLAGS and f["cpu"]["model"] and f["precision"] in ("float32", "mixed_bfloat16")
+    int8 = f["variants"]["int8"]
+    assert 0 < int8["camera_like_accuracy"] <= 1 and 0 < int8["camera_like_raw_accuracy"] <= 1
+    assert "camera_gap" in f["targets"] and "raw" in f["targets"]["camera_gap"]["figure"]
+    text = bench("host_pipeline.py", "--reuse", str(artifacts)).stdout
+    assert text.startswith("machine: ") and "training precision" in text and "camera" in text
+
+
+@pytest.mark.slow
+def test_train_speed_quick_capped_at_avx2() -> None:
+    r = bench("train_speed.py", "--quick", "--json", "--precision", "float32", "--onednn-isa", "AVX2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = json.loads(r.stdout)
+    assert f["precision"] == "float32" and f["cpu_info"]["onednn_isa_cap"] == "AVX2"
+    assert f["onednn_isa"] is None or "AVX2" in f["onednn_isa"]  # oneDNN's own word on the ISA it used
+    assert f["images"] == 4096 and f["steps"] == 16 and set(f["cpu_info"]["flags"]) == FLAGS
+    for key in ("input_wall_s", "epoch_wall_s", "epoch_cached_wall_s", "step_min_ms"):
+        assert f[key] > 0, key

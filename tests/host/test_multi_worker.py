@@ -1,0 +1,144 @@
+"""`host train --strategy multi-worker`: two real worker processes on 127.0.0.1 against one worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.distribute import read_tf_config
+from host.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+# A short run whose accuracy is stable: across seeds it moved by less than the tolerance
+# (see the commit that added this test), so two workers landing within it is a fair check.
+SHORT_RUN = ("--epochs", "2", "--train-limit", "12000", "--seed", "42")
+TOLERANCE = 0.005
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def tf_config(workers: list[str], index: int) -> str:
+    return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+
+
+def host_train(out: Path, tfds_dir: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "host", "train", "--out", str(out), "--offline", "--quiet", "--tfds-dir", str(tfds_dir), *SHORT_RUN, *extra]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "needs TF_CONFIG"),
+        ("{not json", "not of the form"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', r"index must be 0\.\.1"),
+        ('{"cluster": {"worker": ["a:1"], "ps": ["c:3"]}, "task": {"type": "worker", "index": 0}}', "'worker' tasks only"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "task.type must be 'worker'"),
+        ('{"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}', "host:port"),
+    ],
+)
+def test_bad_tf_config_is_one_clear_error(text: str | None, message: str) -> None:
+    env = {} if text is None else {"TF_CONFIG": text}
+    with pytest.raises(ConfigError, match=message):
+        read_tf_config(env)
+
+
+def test_tf_config_names_the_chief() -> None:
+    workers = ["10.0.0.1:12345", "10.0.0.2:12345"]
+    assert read_tf_config({"TF_CONFIG": tf_config(workers, 0)}).is_chief
+    task = read_tf_config({"TF_CONFIG": tf_config(workers, 1)})
+    assert not task.is_chief and task.count == 2 and task.workers == tuple(workers)
+
+
+def test_cli_without_tf_config_fails_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    r = subprocess.run(
+        [sys.executable, "-m", "host", "train", "--out", str(tmp_path / "out"), "--strategy", "multi-worker"],
+        capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)}, timeout=300,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: --strategy multi-worker needs TF_CONFIG")
+    assert not (tmp_path / "out").exists()
+
+
+def _accuracy(folder: Path, x: np.ndarray, y: np.ndarray) -> float:
+    import keras
+
+    model = keras.models.load_model(folder / "model.keras")
+    return float(np.mean(model.predict(x.astype(np.float32) / 255.0, batch_size=1000, verbose=0).argmax(axis=1) == y))
+
+
+def _signature(folder: Path) -> tuple[object, object]:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(folder / "saved_model" / "1")).signatures["serving_default"]
+    inputs = {k: (tuple(v.shape.as_list()), v.dtype.name) for k, v in serve.structured_input_signature[1].items()}
+    outputs = {k: (tuple(v.shape.as_list()), v.dtype.name) for k, v in serve.structured_outputs.items()}
+    return inputs, outputs
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_worker(tmp_path: Path, tfds_dir: Path) -> None:
+    one = host_train(tmp_path / "one", tfds_dir)
+    _, err = one.communicate(timeout=900)
+    assert one.returncode == 0, err[-2000:]
+
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    before = set(Path(tempfile.gettempdir()).glob("edgekit-worker*"))
+    procs = [
+        host_train(tmp_path / f"worker{i}", tfds_dir, "--strategy", "multi-worker", "--json", env={"TF_CONFIG": tf_config(workers, i)})
+        for i in (1, 0)
+    ]
+    results = [p.communicate(timeout=1200) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-2000:]
+    assert json.loads(results[0][0]) == {"worker": 1, "workers": 2, "out": None}
+    chief = tmp_path / "worker0"
+    assert json.loads(results[1][0])["out"] == str(chief)
+    assert not (tmp_path / "worker1").exists()  # only the chief writes --out
+    assert set(Path(tempfile.gettempdir()).glob("edgekit-worker*")) == before  # the worker removed its temporary folder
+    for name in ("saved_model/1/saved_model.pb", "model.keras", "training.json"):
+        assert (chief / name).is_file(), name
+    info = json.loads((chief / "training.json").read_text())
+    assert info["workers"] == 2 and json.loads((tmp_path / "one" / "training.json").read_text())["workers"] == 1
+
+    assert _signature(chief) == _signature(tmp_path / "one")
+    from host.data import load_splits
+
+    splits = load_splits(None, tfds_dir, None, allow_download=False)
+    a_one = _accuracy(tmp_path / "one", splits.test_x, splits.test_y)
+    a_two = _accuracy(chief, splits.test_x, splits.test_y)
+    assert a_one > 0.8, a_one  # the short run learns
+    assert abs(a_two - a_one) <= TOLERANCE, (a_one, a_two)
+
+
+@pytest.mark.slow
+def test_workers_that_disagree_refuse_in_one_line_instead_of_hanging(tmp_path: Path, tfds_dir: Path) -> None:
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = [
+        host_train(tmp_path / f"worker{i}", tfds_dir, "--strategy", "multi-worker", "--train-limit", str(limit),
+                   env={"TF_CONFIG": tf_config(workers, i)})
+        for i, limit in ((1, 3000), (0, 2000))
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
+        assert "disagree on the number of training images" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "worker0").exists() and not [q for q in tmp_path.iterdir() if q.name.startswith(".")]
