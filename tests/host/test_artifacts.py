@@ -91,3 +91,14 @@ def test_report_compares_all_variants(artifacts: Path) -> None:
     for label in LABELS:
         assert label in text
     assert "confusion_int8.png" in text
+
+
+def test_report_has_the_camera_like_section_from_the_manifest(artifacts: Path) -> None:
+    man = json.loads((artifacts / "manifest.json").read_text())
+    cams = man["model"]["camera_like"]["variants"]
+    assert set(cams) == set(VARIANTS) and cams["int8"]["raw_accuracy"] > 0
+    text = (artifacts / "report.md").read_text()
+    section = text.split("## Camera-like frames", 1)[1].split("\n## ", 1)[0]
+    for v in VARIANTS:
+        row = next(line for line in section.splitlines() if line.startswith(f"| {v} |"))
+        assert f"{100 * cams[v]['accuracy']:.2f} %" in row and f"{cams[v]['gap_points']:+.2f}" in row

@@ -127,3 +127,25 @@ def test_cli_convert_then_evaluate_a_trained_folder(tmp_path: Path, artifacts: P
         assert d["accuracy"] == pytest.approx(manifest["variants"][v]["accuracy"], abs=0.002)
     assert (out / "manifest.json").is_file() and (out / "report.md").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_one_training_path_fashion_takes_the_recipe_a_folder_its_own_rule() -> None:
+    import numpy as np
+
+    from device.manifest import Preprocess
+    from host.choose import AUTO
+    from host.data import Splits
+    from host.pipeline import FOLDER_SHIFT_PX, train_config
+    from host.recipe import fashion_mnist
+    from host.train import DEFAULT_EPOCHS
+
+    def splits(size: int, kind: str) -> Splits:
+        x, y = np.zeros((40, size, size, 1), np.uint8), np.arange(40) % 4
+        return Splits(x, y, x, y, None, None, x, y, "test", labels=("a", "b", "c", "d"),
+                      preprocess=Preprocess(size=(size, size)), data={"kind": kind})
+
+    fashion = train_config(splits(28, "fashion_mnist"), None, 7, AUTO, precision="float32")
+    assert fashion == fashion_mnist(DEFAULT_EPOCHS, 7, "float32")
+    folder = train_config(splits(96, "folder"), None, 7, AUTO, flip=False, precision="mixed_bfloat16")
+    assert folder.precision == "mixed_bfloat16" and not folder.augment.flip and folder.augment.camera_fraction == 0
+    assert folder.augment.shift == FOLDER_SHIFT_PX / 96 and folder.batch_size < fashion.batch_size
