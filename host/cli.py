@@ -64,6 +64,7 @@ def _bounded(cast: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Ca
 positive_int = _bounded(int, lambda v: v >= 1, "a positive integer")
 positive_float = _bounded(float, lambda v: v > 0, "a positive number")
 non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+fraction = _bounded(float, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base", choices=BASES, default=None, help="fine-tune Keras's MobileNetV2 with ImageNet weights (Keras downloads them into ~/.keras/models)")
         sp.add_argument("--base-weights", default=None, metavar="FILE", help="the same from a local MobileNetV2 weights file without top (.h5 or .weights.h5), for machines without network")
         sp.add_argument("--fine-tune-layers", type=non_negative_int, default=0, metavar="N", help="with --base: also train the base's top N layers (batch norm stays frozen); 0 trains the new head only")
+        sp.add_argument("--camera-fraction", type=fraction, default=None, metavar="F",
+                        help="share of each training batch that gets camera effects (sub-pixel shift and scale, blur, tone curve, uneven light, sensor noise; host.augment); "
+                             "default 0.5 for Fashion-MNIST, 0 for a folder")
         sp.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips in training (for classes that differ by direction, e.g. left/right arrows)")
 
     def optimization(sp: argparse.ArgumentParser) -> None:
@@ -248,7 +252,7 @@ def _pipeline_step(args: argparse.Namespace, progress: bool) -> Path:
     if args.command in ("run", "train"):
         choice = ModelChoice(kind=args.network, width=args.width, base=args.base, base_weights=args.base_weights, fine_tune_layers=args.fine_tune_layers)
         common.update(data=args.data, image_size=args.image_size, color=args.color, choice=choice, flip=args.flip, force=args.force, seed=args.seed,
-                      precision=args.precision)
+                      precision=args.precision, camera_fraction=args.camera_fraction)
         if args.command == "run":
             return pipeline.run_pipeline(args.out, args.epochs, args.data_dir, args.train_limit, optimization=args.optimization, **common)
         return pipeline.train_step(args.out, args.epochs, args.data_dir, args.train_limit, strategy=args.strategy, **common)

@@ -57,8 +57,10 @@ DOWNLOAD_HOST = ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)
 
 
 FASHION_MNIST = DATASET
-# What Fashion-MNIST is: 28x28 grey, a light garment on a dark background, [0, 1].
-FASHION_MNIST_CONTRACT = Preprocess()
+# What Fashion-MNIST is: 28x28 grey, a light garment on a dark background, [0, 1], each garment
+# trimmed to its bounding box and its longer side resized to fill the frame, centred: the device
+# frames a camera frame the same way (crop: object, device.framing).
+FASHION_MNIST_CONTRACT = Preprocess(crop="object")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from device.runtime import Runtime, load_runtime
 from host.errors import EvaluationError
 from host.model import NUM_CLASSES
 
-DEFAULT_CONTRACT = Preprocess()  # the manifest's default contract (Fashion-MNIST's)
+DEFAULT_CONTRACT = Preprocess()  # a manifest without a preprocess field: 28x28 grey, centre crop (host.data has Fashion-MNIST's own)
 
 
 @dataclass(frozen=True)

@@ -149,24 +149,27 @@ def batch_size_for(train_images: int) -> int:
 
 
 def train_config(
-    splits: Splits, epochs: Optional[int], seed: int, choice: ModelChoice, flip: bool = True, precision: str = "auto"
+    splits: Splits, epochs: Optional[int], seed: int, choice: ModelChoice, flip: bool = True, precision: str = "auto",
+    camera_fraction: Optional[float] = None,
 ) -> TrainConfig:
     """The training run for this data: the model chosen for its input size (host.choose), the recipe's defaults otherwise.
 
     Fashion-MNIST trains host.recipe's config as it is. A folder is often small (a hundred photos
     are a few steps an epoch), so its batch shrinks with it, ``epochs`` (when not given) grows to
     at least MIN_FOLDER_STEPS steps, and early stopping waits PATIENCE_STEPS steps, not 5 epochs
-    of 4 steps. Both go through the one ``host.train.train``.
+    of 4 steps. Both go through the one ``host.train.train``. ``camera_fraction`` None is the
+    recipe's share of camera-effect images (host.recipe) for Fashion-MNIST and none for a folder.
     """
     default = TrainConfig()
     model = choose_model(choice, int(splits.preprocess.size[0]), default.model)
     if splits.data.get("kind") == FASHION_MNIST:
-        return fashion_mnist(epochs or DEFAULT_EPOCHS, seed, precision, model=model, flip=flip)
+        return fashion_mnist(epochs or DEFAULT_EPOCHS, seed, precision, model=model, flip=flip, camera_fraction=camera_fraction)
     batch = batch_size_for(len(splits.train_x))
     steps = max(1, -(-len(splits.train_x) // batch))
     epochs = epochs or max(DEFAULT_EPOCHS, -(-MIN_FOLDER_STEPS // steps))
     patience = max(default.patience_epochs, -(-PATIENCE_STEPS // steps))
-    augment = AugmentConfig(flip=flip, shift=FOLDER_SHIFT_PX / int(splits.preprocess.size[0]), fill=0.0)
+    augment = AugmentConfig(flip=flip, shift=FOLDER_SHIFT_PX / int(splits.preprocess.size[0]), fill=0.0,
+                            camera_fraction=camera_fraction or 0.0)
     return TrainConfig(epochs=epochs, seed=seed, model=model, augment=augment, batch_size=batch, patience_epochs=patience,
                        precision=precision)
 
@@ -342,6 +345,7 @@ def run_pipeline(
     color: Optional[str] = None,
     choice: ModelChoice = AUTO,
     flip: bool = True,
+    camera_fraction: Optional[float] = None,
 ) -> Path:
     """Data → train → SavedModel → four .tflite → evaluation → manifest/golden/report, all in ``out``.
 
@@ -356,7 +360,7 @@ def run_pipeline(
     choice.check_files()
     splits = load_data(data, data_dir=data_dir, tfds_dir=tfds_dir, train_limit=train_limit, allow_download=allow_download,
                        image_size=image_size, color=color, progress=progress)
-    config = train_config(splits, epochs, seed, choice, flip, precision)
+    config = train_config(splits, epochs, seed, choice, flip, precision, camera_fraction)
     with staged_output(out, force) as stage:
         train_into(stage, splits, config, progress)
         convert_into(stage, splits.train_x, optimization, seed, progress, contract=splits.preprocess)
@@ -382,6 +386,7 @@ def train_step(
     color: Optional[str] = None,
     choice: ModelChoice = AUTO,
     flip: bool = True,
+    camera_fraction: Optional[float] = None,
 ) -> Path:
     """Train only: ``out`` gets saved_model/1, model.keras and training.json (atomically).
 
@@ -397,7 +402,7 @@ def train_step(
     def data_and_config() -> tuple[Splits, TrainConfig]:
         splits = load_data(data, data_dir=data_dir, tfds_dir=tfds_dir, train_limit=train_limit, allow_download=allow_download,
                            image_size=image_size, color=color, progress=progress)
-        return splits, train_config(splits, epochs, seed, choice, flip, precision)
+        return splits, train_config(splits, epochs, seed, choice, flip, precision, camera_fraction)
 
     if strategy == "multi-worker":
         task = read_tf_config()  # before any work: a bad TF_CONFIG fails at once

@@ -21,7 +21,8 @@ from arm64_target import Arm64Session, SshTarget, deploy_cli
 pytestmark = [pytest.mark.arm64, pytest.mark.slow]
 
 WHEELHOUSE = Path(os.environ.get("EDGEKIT_DEPLOY_WHEELHOUSE", "/var/cache/edgekit/deploy-wheelhouse"))
-QUICK = ["--frames", "10", "--warmup", "2", "--rounds", "1", "--golden-count", "20", "--timeout-s", "2400",
+# 20 golden images: one flipped is 5 points, so the plumbing check gets a wide gate (see tests/deploy/test_tune.py)
+QUICK = ["--frames", "10", "--warmup", "2", "--rounds", "1", "--golden-count", "20", "--gate-points", "30", "--timeout-s", "2400",
          "--health-timeout-s", "300"]
 
 

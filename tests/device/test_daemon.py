@@ -154,7 +154,8 @@ def test_accuracy_through_the_daemon_pipeline_matches_the_interpreter(manifest: 
     assert r.raw_accuracy is not None and r.frame_accuracy is not None
     if stream == "lores":
         assert r.golden_count == len(src) >= 500
-        assert abs(r.frame_accuracy - r.raw_accuracy) <= 0.01, (r.frame_accuracy, r.raw_accuracy)
+        # with agreement >= 0.99 the accuracies differ by at most 0.01 (1e-9: 0.777 - 0.767 in floating point)
+        assert abs(r.frame_accuracy - r.raw_accuracy) <= 0.01 + 1e-9, (r.frame_accuracy, r.raw_accuracy)
         assert r.host_agreement is not None and r.host_agreement >= 0.99
     else:  # full 640x480 frames (resampled twice, 28 → 480 → 28) for fewer images: their own raw accuracy
         engine = open_engine(manifest, "int8", threads=1)

@@ -194,7 +194,7 @@ def test_list_options_are_checked() -> None:
 def test_device_sweep_cli_json_and_bad_flags(device_artifacts: Path) -> None:
     base = [sys.executable, "-m", "device", "sweep", "--manifest", str(device_artifacts)]
     p = subprocess.run([*base, "--variant", "int8", "--threads", "1", "--frames", "4", "--warmup", "1", "--rounds", "1",
-                        "--golden-count", "10", "--json"], capture_output=True, text=True, timeout=300)
+                        "--golden-count", "10", "--gate-points", "30", "--json"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     report = SweepReport.from_json(doc["report"])
@@ -239,7 +239,7 @@ def test_a_variant_that_will_not_load_is_a_failed_row_not_the_end(device_artifac
     data[len(data) // 2] ^= 0xFF  # damaged after conversion: the manifest's sha256 refuses it
     model.write_bytes(bytes(data))
     report = run_sweep(load_manifest(art), ["float16", "int8"], threads=(1, 2), xnnpack=("on",), frames=4, warmup=1,
-                       rounds=1, golden_count=10)
+                       rounds=1, golden_count=10, gate_points=30.0)  # 10 images: one flip is 10 points
     rows = {(r.config.variant, r.config.threads): r for r in report.results}
     assert set(rows) == {("float16", 1), ("int8", 1), ("int8", 2)}  # float16 tried once, not at every thread count
     assert not rows[("float16", 1)].ok and "sha256" in (rows[("float16", 1)].error or "")

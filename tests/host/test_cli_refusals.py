@@ -329,3 +329,22 @@ def test_import_help_explains_what_is_refused(capsys: pytest.CaptureFixture[str]
     for phrase in ("SavedModel", ".keras", ".tflite", "--preprocess", "labels that do not match the model's output size",
                    "an input the device cannot feed", "Flex (select-TF) or custom ops", "--out untouched"):
         assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "half"])
+def test_camera_fraction_outside_0_to_1_is_refused_in_one_line(value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "out"), "--camera-fraction", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--camera-fraction: must be a number from 0 to 1" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_camera_fraction_reaches_the_training_config() -> None:
+    from host.augment import AugmentConfig
+    from host.recipe import FASHION_AUGMENT, fashion_mnist
+
+    assert FASHION_AUGMENT.camera_fraction == 0.5  # the recipe's default (README, "Camera framing")
+    assert fashion_mnist().augment.camera_fraction == 0.5
+    assert fashion_mnist(camera_fraction=0.0).augment.camera_fraction == 0.0
+    assert fashion_mnist(camera_fraction=0.2, flip=False).augment == AugmentConfig(**{**vars(FASHION_AUGMENT), "camera_fraction": 0.2, "flip": False})

@@ -37,8 +37,12 @@ def test_to_float_matches_the_device_preprocessing_of_fashion_mnist_framed_image
     """Host evaluation feeds ``to_float(images)``; the device feeds what ``device.preprocess`` makes of them.
 
     They agree where the device's border-referenced stretch is the identity: a black border and
-    a brightest pixel of 255, as most Fashion-MNIST test images have.
+    a brightest pixel of 255, as most Fashion-MNIST test images have. With the contract's own
+    crop (``object``) the device also reframes each garment; that is checked in
+    tests/device/test_preprocess_object.py, so here the crop is the centre window (the identity).
     """
+    from dataclasses import replace
+
     from device.manifest import load_manifest
     from device.preprocess import preprocess
 
@@ -50,7 +54,7 @@ def test_to_float_matches_the_device_preprocessing_of_fashion_mnist_framed_image
     for x in framed:
         f = to_float(x)
         assert f.dtype == np.float32
-        np.testing.assert_allclose(f, preprocess(x, "GRAY", manifest.preprocess), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(f, preprocess(x, "GRAY", replace(manifest.preprocess, crop="center")), rtol=0, atol=1e-6)
 
 
 def test_training_pipeline_augments_and_evaluation_pipeline_does_not() -> None:
