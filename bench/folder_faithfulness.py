@@ -120,7 +120,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("bench: training the tfds path ...", file=sys.stderr)
     tfds_run = host_run([*quick, "--offline"], work / "tfds")
     print("bench: training the folder path ...", file=sys.stderr)
-    folder_run = host_run(["--data", f"folder:{folder}", *([] if not args.quick else ["--epochs", str(QUICK_EPOCHS)])], work / "folder")
+    # the recipe's share of camera-effect images (a folder's own default is none): the same training, only the loader differs
+    from host.recipe import FASHION_AUGMENT
+
+    same_augment = ["--camera-fraction", str(FASHION_AUGMENT.camera_fraction)]
+    folder_run = host_run(["--data", f"folder:{folder}", *same_augment, *([] if not args.quick else ["--epochs", str(QUICK_EPOCHS)])],
+                          work / "folder")
     n_test = QUICK_TEST_IMAGES if args.quick else len(s.test_y)
     test_x, test_y = s.test_x[:n_test], s.test_y[:n_test]
     tfds_acc = official_accuracy(work / "tfds", test_x, test_y, LABELS)
