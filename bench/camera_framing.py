@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"machine: {machine.line()}")
     print(f"{args.variant}, {args.count} frames per framing, renderer seed {args.seed}; * = the contract's own crop")
-    print(f"{'framing':<9} {'fill':>10} {'offset':>11} {'crop':>7} {'camera-like':>12} {'raw':>8} {"gap":>6}  dark-on-light / light-on-dark")
+    print(f"{'framing':<9} {'fill':>10} {'offset':>11} {'crop':>7} {'camera-like':>12} {'raw':>8} {'gap':>6}  dark-on-light / light-on-dark")
     for r in rows:
         pol = " / ".join(f"{100 * r['by_polarity'][k]:.1f}" for k in ("dark_on_light", "light_on_dark") if k in r["by_polarity"])
         mark = "*" if r["contract_crop"] else " "
