@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import machine  # bench/machine.py, beside this script
-import numpy as np
 
-FRAMINGS = {
+FRAMINGS: dict[str, dict[str, Any]] = {
     "issue": {"fill": (0.85, 1.00), "offset_x": 0.04, "offset_y": 0.04},
     "wide": {},
     "small": {"fill": (0.40, 0.60)},
