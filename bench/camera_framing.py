@@ -1,6 +1,6 @@
 """How much does a camera's framing cost? One model, camera-like frames framed several ways, crop center against crop object.
 
-    python bench/camera_framing.py --manifest OUT [--variant int8] [--count 600] [--seed 11] [--json]
+    python bench/camera_framing.py --manifest OUT [--variant int8] [--count 600] [--seed 11] [--json] [--quick]
 
 Official test images (spread evenly over the split) are rendered by ``device.camera_scene`` under
 each framing below, with the renderer's imaging conditions (both polarities, tint, tone curve,
@@ -40,6 +40,7 @@ FRAMINGS: dict[str, dict[str, Any]] = {
     "centred": {"fill": (1.0, 1.0), "offset_x": 0.0, "offset_y": 0.0},
 }
 CROPS = ("center", "object")
+QUICK_COUNT = 40
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11, help="renderer seed (report.md's camera-like set uses another)")
     ap.add_argument("--data-dir", type=Path, default=None, help="folder with the Fashion-MNIST IDX .gz files")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_COUNT} frames per framing: checks that it runs (the figures are not the point)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.count = QUICK_COUNT
 
     from device.camera_scene import DEFAULT_RANGES
     from device.engine import open_engine

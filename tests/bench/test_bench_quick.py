@@ -44,6 +44,17 @@ def test_host_pipeline_quick(tfds_dir: Path, tmp_path: Path) -> None:
     assert all(0 < v["accuracy"] <= 1 for v in r["variants"].values()) and (tmp_path / "out" / "manifest.json").is_file()
 
 
+def test_camera_framing_quick(artifacts: Path) -> None:
+    r = _run("camera_framing.py", "--manifest", str(artifacts))
+    rows = {(row["framing"], row["crop"]): row for row in r["rows"]}
+    assert set(rows) == {(f, c) for f in ("issue", "wide", "small", "centred") for c in ("center", "object")}
+    assert all(row["frames"] == 40 and 0 <= row["camera_like"] <= 1 for row in rows.values())
+    assert sum(row["contract_crop"] for row in rows.values()) == 4  # one of the two crops is the manifest's own
+    assert len({row["raw"] for row in rows.values()}) == 1  # the same images, the same raw figure
+    # a garment at 40-60 % of the frame: the centre window sees it small, the object crop fills the frame with it
+    assert rows[("small", "object")]["camera_like"] > rows[("small", "center")]["camera_like"] + 0.1
+
+
 def test_deploy_push_quick(artifacts: Path) -> None:
     r = _run("deploy_push.py", "--artifacts", str(artifacts))
     steps = {row["step"]: row for row in r["steps"]}
