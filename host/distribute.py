@@ -118,8 +118,12 @@ def keras_fit_workarounds(model: Any) -> None:
     whole input batch across workers just to learn its shapes, which TensorFlow's collective
     reduce refuses for a per-replica value; and each step it reduces the scalar metrics with
     ``axis=0``, which a 0-d tensor does not have. The first is replaced on this model by a build
-    from this worker's own share of the batch (only shapes and dtypes are used), the second by
+    from the dataset's ``element_spec`` (shapes and dtypes, all the build uses), the second by
     a reduce over the right axis (None for scalars). Everything else is Keras's own code.
+
+    The build must not draw a batch: that opens one more iterator over the dataset, and each
+    iterator reshuffles (``reshuffle_each_iteration``) and redraws the augmentation seeds, so
+    every worker's first epoch would be the one-worker run's second one.
     """
     import tensorflow as tf
     from keras.src import tree
@@ -133,10 +137,14 @@ def keras_fit_workarounds(model: Any) -> None:
         return value
 
     def symbolic_build(iterator: Any = None, data_batch: Any = None) -> None:
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tree.map_structure(local_batch, next(it))
-                break
+        if data_batch is None and iterator is not None:
+            adapter = getattr(iterator, "data_adapter", None)
+            if adapter is not None and hasattr(adapter, "get_tf_dataset"):
+                data_batch = adapter.get_tf_dataset().element_spec  # TensorSpecs: shape and dtype, no data drawn
+            else:  # not a tf.data input (train() always passes one): Keras's way, one batch
+                for _, _, it in iterator:
+                    data_batch = tree.map_structure(local_batch, next(it))
+                    break
         with strategy.scope():
             model._symbolic_build(data_batch=data_batch)
 

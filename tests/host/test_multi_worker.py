@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,6 +77,44 @@ def test_cli_without_tf_config_fails_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: --strategy multi-worker needs TF_CONFIG")
     assert not (tmp_path / "out").exists()
+
+
+PROBE = Path(__file__).with_name("multi_worker_probe.py")
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """multi_worker_probe.py run by one worker and, at the same time, by two workers on 127.0.0.1."""
+    d = tmp_path_factory.mktemp("probe")
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    runs = {"one": env, **{f"worker{i}": {**env, "TF_CONFIG": tf_config(workers, i)} for i in (1, 0)}}
+    procs = {name: subprocess.Popen([sys.executable, str(PROBE), str(d / name)], stderr=subprocess.PIPE, text=True,
+                                    env={**e, "PYTHONPATH": str(ROOT)}) for name, e in runs.items()}
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, (name, err[-2000:])
+    out = {}
+    for name in procs:
+        info = json.loads((d / f"{name}.json").read_text())
+        with np.load(d / f"{name}.npz") as w:
+            info["weights"] = [w[k] for k in w.files]
+        out[name] = info
+    return out
+
+
+def _halves(probed: dict[str, dict[str, Any]], key: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    one, w0, w1 = probed["one"][key], probed["worker0"][key], probed["worker1"][key]
+    assert len(one) == len(w0) == len(w1) == 16  # 2 epochs of 8 steps, every step recorded once
+    return [(np.array(a), np.array(b), np.array(c)) for a, b, c in zip(one, w0, w1)]
+
+
+@pytest.mark.slow
+def test_two_workers_take_the_halves_of_one_workers_batches(probed: dict[str, dict[str, Any]]) -> None:
+    # the same augmented images in the same order: worker 0 the first half of each global batch, worker 1 the second
+    for step, (one, w0, w1) in enumerate(_halves(probed, "inputs")):
+        assert len(w0) == len(w1) == len(one) // 2, step
+        np.testing.assert_array_equal(np.concatenate([w0, w1]), one, err_msg=f"step {step}")
 
 
 def _accuracy(folder: Path, x: np.ndarray, y: np.ndarray) -> float:
