@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from host.errors import ConfigError
 
@@ -160,6 +160,52 @@ def keras_fit_workarounds(model: Any) -> None:
 
     reduce_per_replica._edgekit_fixed = True  # type: ignore[attr-defined]
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def global_batch_dropout(model: Any) -> Callable[[], None]:
+    """Make every Dropout layer draw the mask of the whole global batch and keep this replica's rows.
+
+    Keras draws a dropout mask for the batch a layer sees; on a worker that is its share of the
+    global batch, so every worker got the first rows of the mask one worker would draw (the
+    same seed on every worker), and the workers' steps were not one worker's steps. With the
+    global batch's mask (the same seed and shape one worker uses) and this replica's rows of it
+    (worker ``i`` holds rows ``i * share`` on, as the input distribution splits the batch), two
+    workers take one worker's training step exactly, up to float rounding. The shares are taken
+    as equal (a last global batch that the workers cannot split evenly gets a valid but
+    different mask). Layers with a ``noise_shape`` keep Keras's own call. Returns a function
+    that puts Keras's own ``call`` back (do so before saving: the saved model is one worker's).
+    """
+    import keras
+    import tensorflow as tf
+
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.Dropout) and layer.noise_shape is None]
+
+    def patched(layer: Any) -> Callable[..., Any]:
+        keras_call = layer.call
+
+        def call(inputs: Any, training: Any = False) -> Any:
+            ctx = tf.distribute.get_replica_context()
+            replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+            if not (training and layer.rate > 0) or replicas == 1 or layer.rate >= 1.0:
+                return keras_call(inputs, training=training)
+            share = tf.shape(inputs)[0]
+            whole = tf.concat([[share * replicas], tf.shape(inputs)[1:]], axis=0)
+            mask = keras.random.dropout(tf.ones(whole, inputs.dtype), layer.rate, seed=layer.seed_generator)
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * share
+            return inputs * mask[start:start + share]
+
+        return call
+
+    for layer in layers:
+        object.__setattr__(layer, "call", patched(layer))  # this instance only, past Keras's attribute tracking
+
+    def restore() -> None:
+        for layer in layers:
+            if "call" in vars(layer):
+                object.__delattr__(layer, "call")
+
+    return restore
 
 
 def synchronize_batch_norm(model: Any) -> int:
