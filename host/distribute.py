@@ -208,22 +208,29 @@ def global_batch_dropout(model: Any) -> Callable[[], None]:
     return restore
 
 
-def synchronize_batch_norm(model: Any) -> int:
+def synchronize_batch_norm(model: Any) -> Callable[[], None]:
     """Make every BatchNormalization layer use the global batch's statistics (Keras's ``synchronized``).
 
     Each worker sees only its share of a batch; with per-worker statistics the same recipe would
     train a different model (smaller, noisier batches for batch norm). With them all-reduced it
-    trains the one-worker model, up to float rounding and dropout's random masks. Returns how many
-    layers were switched; call before the first training step.
+    trains the one-worker model, up to float rounding. Call before the first training step; it
+    returns a function that switches the layers back, to call once fitting is done: the setting
+    is part of the layer's config, and the saved model must be the one-worker model
+    (``synchronized: false``), whatever strategy loads it.
     """
     import keras
 
-    count = 0
+    switched = []
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
             layer.synchronized = True
-            count += 1
-    return count
+            switched.append(layer)
+
+    def restore() -> None:
+        for layer in switched:
+            layer.synchronized = False
+
+    return restore
 
 
 def check_same_on_every_worker(what: str, value: float) -> None:

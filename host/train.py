@@ -209,7 +209,8 @@ def train(
         check_same_on_every_worker("the number of training images", len(train_x))
         check_same_on_every_worker("the training precision (1: mixed_bfloat16)", float(policy != "float32"))
         keras_fit_workarounds(model)
-        synchronize_batch_norm(model)
+        # only while fitting: the saved model is one worker's (unsynchronised batch norm, Keras's dropout)
+        restore_batch_norm = synchronize_batch_norm(model)
         restore_dropout = global_batch_dropout(model)
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
@@ -236,6 +237,7 @@ def train(
         finally:
             if multi_worker:
                 restore_dropout()
+                restore_batch_norm()
     seconds = time.perf_counter() - t0
     if policy != "float32":
         # export a pure float32 graph: the same (float32) weights in a float32-policy model

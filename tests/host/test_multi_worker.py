@@ -133,6 +133,14 @@ def test_two_workers_take_one_workers_training_step(probed: dict[str, dict[str, 
     np.testing.assert_allclose(np.concatenate([w02, w12]), one2, rtol=0, atol=SECOND_STEP_ATOL)
 
 
+@pytest.mark.slow
+def test_batch_norm_is_synchronised_only_while_fitting(probed: dict[str, dict[str, Any]]) -> None:
+    # the trained model (what the chief saves) has one worker's config: no `synchronized: true`
+    for name in ("worker0", "worker1"):
+        assert probed[name]["bn_synchronized"] == [False] * 5, name
+        assert probed[name]["config"] == probed["one"]["config"], name
+
+
 def _accuracy(folder: Path, x: np.ndarray, y: np.ndarray) -> float:
     import keras
 
