@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # seeds 1/2/7 82.45/82.21, 82.91/82.68, 82.46/82.54 % (an earlier measurement of the same fixes).
 SHORT_RUN = ("--epochs", "2", "--train-limit", "12000", "--seed", "42", "--precision", "float32")
 TOLERANCE = 0.005
-# Two workers reproduce one worker's first training forward up to float rounding (measured 2e-6)
-# and, after one step, the second forward's scores to 4e-4 (the gap then grows step by step:
-# 0.003, 0.014, ... 0.18 by step 9 of the probe, so later steps are not compared one to one).
+# Two workers reproduce one worker's first training forward up to float rounding (measured 2e-6);
+# over the next steps they drift from it by no more than DRIFT_FACTOR times what float rounding
+# alone does to one worker (measured: 1.4 to 3.8 times).
 FIRST_STEP_ATOL = 1e-5
-SECOND_STEP_ATOL = 2e-3
+DRIFT_STEPS = 4
+DRIFT_FACTOR = 20.0
 
 
 def free_ports(n: int) -> list[int]:
@@ -92,11 +93,16 @@ PROBE = Path(__file__).with_name("multi_worker_probe.py")
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """multi_worker_probe.py run by one worker and, at the same time, by two workers on 127.0.0.1."""
+    """multi_worker_probe.py run by one worker and, at the same time, by two workers on 127.0.0.1.
+
+    And once more by one worker without oneDNN's kernels: the same computation in another float
+    rounding, the yardstick for how far float rounding alone moves this recipe step by step.
+    """
     d = tmp_path_factory.mktemp("probe")
     workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    runs = {"one": env, **{f"worker{i}": {**env, "TF_CONFIG": tf_config(workers, i)} for i in (1, 0)}}
+    runs = {"one": env, "one_other_rounding": {**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
+            **{f"worker{i}": {**env, "TF_CONFIG": tf_config(workers, i)} for i in (1, 0)}}
     procs = {name: subprocess.Popen([sys.executable, str(PROBE), str(d / name)], stderr=subprocess.PIPE, text=True,
                                     env={**e, "PYTHONPATH": str(ROOT)}) for name, e in runs.items()}
     for name, p in procs.items():
@@ -126,14 +132,23 @@ def test_two_workers_take_the_halves_of_one_workers_batches(probed: dict[str, di
 
 
 @pytest.mark.slow
-def test_two_workers_take_one_workers_training_step(probed: dict[str, dict[str, Any]]) -> None:
+def test_two_workers_take_one_workers_training_steps(probed: dict[str, dict[str, Any]]) -> None:
     # dropout included: each worker keeps its rows of the global batch's mask, so the first
     # training forward is one worker's up to float rounding (with a mask per worker's share it
-    # was off by 0.2 in the second half), and the step it takes gives the second forward's
-    # scores to within SECOND_STEP_ATOL (0.25 off before)
-    (one, w0, w1), (one2, w02, w12) = _halves(probed, "scores")[:2]
+    # was 0.2 off in the second half)
+    steps = _halves(probed, "scores")
+    one, w0, w1 = steps[0]
     np.testing.assert_allclose(np.concatenate([w0, w1]), one, rtol=0, atol=FIRST_STEP_ATOL)
-    np.testing.assert_allclose(np.concatenate([w02, w12]), one2, rtol=0, atol=SECOND_STEP_ATOL)
+    # the steps after it drift apart as one worker's do under another float rounding: the
+    # recipe's first Adam steps amplify rounding (measured for two workers 2e-6, 4e-4, 3e-3,
+    # 1.4e-2 at steps 0-3; for one worker without oneDNN 1e-6, 1e-4, 2e-3, 1e-2)
+    other = probed["one_other_rounding"]["scores"]
+    noise = [float(np.abs(np.array(o) - one).max()) for o, (one, _, _) in zip(other, steps)]
+    if not any(noise[:DRIFT_STEPS]):
+        pytest.skip("TF_ENABLE_ONEDNN_OPTS=0 changed nothing here: no float-rounding yardstick")
+    for step, ((one, w0, w1), n) in enumerate(zip(steps[:DRIFT_STEPS], noise)):
+        gap = float(np.abs(np.concatenate([w0, w1]) - one).max())
+        assert gap <= DRIFT_FACTOR * n + FIRST_STEP_ATOL, (step, gap, noise[:DRIFT_STEPS])
 
 
 @pytest.mark.slow
