@@ -20,9 +20,9 @@ from host.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 # A short run whose accuracy is stable: across seeds it moved by less than the tolerance, so two
 # workers landing within it is a fair check. float32 whatever the CPU (auto would be mixed
-# bfloat16 on bf16 hosts), so both runs compute the same thing. One vs two workers, 2026-12-02:
-# seed 42 82.36/82.30 % (before the data-order and dropout fixes two workers scored 83.14 %);
-# seeds 1/2/7 82.45/82.21, 82.91/82.68, 82.46/82.54 % (an earlier measurement of the same fixes).
+# bfloat16 on bf16 hosts), so both runs compute the same thing. One vs two workers, 2026-12-02,
+# seeds 42/1/2/7: 82.36/82.30, 82.45/82.21, 82.91/82.68, 82.46/82.54 % (before the data-order and
+# dropout fixes, seed 42: two workers 83.14 %).
 SHORT_RUN = ("--epochs", "2", "--train-limit", "12000", "--seed", "42", "--precision", "float32")
 TOLERANCE = 0.005
 # Two workers reproduce one worker's first training forward up to float rounding (measured 2e-6);
