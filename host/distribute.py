@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from host.errors import ConfigError
 
@@ -118,8 +118,12 @@ def keras_fit_workarounds(model: Any) -> None:
     whole input batch across workers just to learn its shapes, which TensorFlow's collective
     reduce refuses for a per-replica value; and each step it reduces the scalar metrics with
     ``axis=0``, which a 0-d tensor does not have. The first is replaced on this model by a build
-    from this worker's own share of the batch (only shapes and dtypes are used), the second by
+    from the dataset's ``element_spec`` (shapes and dtypes, all the build uses), the second by
     a reduce over the right axis (None for scalars). Everything else is Keras's own code.
+
+    The build must not draw a batch: that opens one more iterator over the dataset, and each
+    iterator reshuffles (``reshuffle_each_iteration``) and redraws the augmentation seeds, so
+    every worker's first epoch would be the one-worker run's second one.
     """
     import tensorflow as tf
     from keras.src import tree
@@ -133,10 +137,14 @@ def keras_fit_workarounds(model: Any) -> None:
         return value
 
     def symbolic_build(iterator: Any = None, data_batch: Any = None) -> None:
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tree.map_structure(local_batch, next(it))
-                break
+        if data_batch is None and iterator is not None:
+            adapter = getattr(iterator, "data_adapter", None)
+            if adapter is not None and hasattr(adapter, "get_tf_dataset"):
+                data_batch = adapter.get_tf_dataset().element_spec  # TensorSpecs: shape and dtype, no data drawn
+            else:  # not a tf.data input (train() always passes one): Keras's way, one batch
+                for _, _, it in iterator:
+                    data_batch = tree.map_structure(local_batch, next(it))
+                    break
         with strategy.scope():
             model._symbolic_build(data_batch=data_batch)
 
@@ -154,22 +162,75 @@ def keras_fit_workarounds(model: Any) -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def synchronize_batch_norm(model: Any) -> int:
+def global_batch_dropout(model: Any) -> Callable[[], None]:
+    """Make every Dropout layer draw the mask of the whole global batch and keep this replica's rows.
+
+    Keras draws a dropout mask for the batch a layer sees; on a worker that is its share of the
+    global batch, so every worker got the first rows of the mask one worker would draw (the
+    same seed on every worker), and the workers' steps were not one worker's steps. With the
+    global batch's mask (the same seed and shape one worker uses) and this replica's rows of it
+    (worker ``i`` holds rows ``i * share`` on, as the input distribution splits the batch), two
+    workers take one worker's training step exactly, up to float rounding. The shares are taken
+    as equal (a last global batch that the workers cannot split evenly gets a valid but
+    different mask). Layers with a ``noise_shape`` keep Keras's own call. Returns a function
+    that puts Keras's own ``call`` back (do so before saving: the saved model is one worker's).
+    """
+    import keras
+    import tensorflow as tf
+
+    layers = [layer for layer in model._flatten_layers(include_self=False)
+              if isinstance(layer, keras.layers.Dropout) and layer.noise_shape is None]
+
+    def patched(layer: Any) -> Callable[..., Any]:
+        keras_call = layer.call
+
+        def call(inputs: Any, training: Any = False) -> Any:
+            ctx = tf.distribute.get_replica_context()
+            replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+            if not (training and layer.rate > 0) or replicas == 1 or layer.rate >= 1.0:
+                return keras_call(inputs, training=training)
+            share = tf.shape(inputs)[0]
+            whole = tf.concat([[share * replicas], tf.shape(inputs)[1:]], axis=0)
+            mask = keras.random.dropout(tf.ones(whole, inputs.dtype), layer.rate, seed=layer.seed_generator)
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * share
+            return inputs * mask[start:start + share]
+
+        return call
+
+    for layer in layers:
+        object.__setattr__(layer, "call", patched(layer))  # this instance only, past Keras's attribute tracking
+
+    def restore() -> None:
+        for layer in layers:
+            if "call" in vars(layer):
+                object.__delattr__(layer, "call")
+
+    return restore
+
+
+def synchronize_batch_norm(model: Any) -> Callable[[], None]:
     """Make every BatchNormalization layer use the global batch's statistics (Keras's ``synchronized``).
 
     Each worker sees only its share of a batch; with per-worker statistics the same recipe would
     train a different model (smaller, noisier batches for batch norm). With them all-reduced it
-    trains the one-worker model, up to float rounding and dropout's random masks. Returns how many
-    layers were switched; call before the first training step.
+    trains the one-worker model, up to float rounding. Call before the first training step; it
+    returns a function that switches the layers back, to call once fitting is done: the setting
+    is part of the layer's config, and the saved model must be the one-worker model
+    (``synchronized: false``), whatever strategy loads it.
     """
     import keras
 
-    count = 0
+    switched = []
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
             layer.synchronized = True
-            count += 1
-    return count
+            switched.append(layer)
+
+    def restore() -> None:
+        for layer in switched:
+            layer.synchronized = False
+
+    return restore
 
 
 def check_same_on_every_worker(what: str, value: float) -> None:

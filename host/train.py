@@ -22,6 +22,7 @@ from host.augment import AugmentConfig, augment_batch
 from host.cpu import cpu_has_bf16, read_cpu
 from host.distribute import (
     check_same_on_every_worker,
+    global_batch_dropout,
     in_multi_worker,
     keras_fit_workarounds,
     shard_options,
@@ -208,7 +209,9 @@ def train(
         check_same_on_every_worker("the number of training images", len(train_x))
         check_same_on_every_worker("the training precision (1: mixed_bfloat16)", float(policy != "float32"))
         keras_fit_workarounds(model)
-        synchronize_batch_norm(model)
+        # only while fitting: the saved model is one worker's (unsynchronised batch norm, Keras's dropout)
+        restore_batch_norm = synchronize_batch_norm(model)
+        restore_dropout = global_batch_dropout(model)
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=config.patience_epochs, restore_best_weights=True, mode="max"
@@ -223,13 +226,18 @@ def train(
         val_ds = make_dataset(val_x, val_y, config, training=False, num_classes=num_classes)
         if multi_worker:  # every worker builds the same global batches and keeps its share of each
             train_ds, val_ds = train_ds.with_options(shard_options()), val_ds.with_options(shard_options())
-        hist = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        try:
+            hist = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        finally:
+            if multi_worker:
+                restore_dropout()
+                restore_batch_norm()
     seconds = time.perf_counter() - t0
     if policy != "float32":
         # export a pure float32 graph: the same (float32) weights in a float32-policy model
