@@ -17,6 +17,7 @@ which this server never grants, so a page open in a browser on the Pi cannot sta
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Generator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,9 @@ def local_host(header: Optional[str]) -> bool:
     host = (header or HOST).strip().lower()
     name = host if host.endswith("]") else host.rsplit(":", 1)[0]
     return name in LOCAL_NAMES
+
+
+HANG_UPS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)  # a client that went away
 
 
 class StatusProvider(Protocol):
@@ -172,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             for chunk in stream:
                 self.wfile.write(chunk)
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+        except HANG_UPS:
             pass  # the page was closed
         finally:
             stream.close()  # leaves Page.watching(): no more frames kept for this viewer
@@ -247,6 +251,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, {"error": f"{type(e).__name__}: {e}"})
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a probe timing out, a closed page) is not an error; anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], HANG_UPS):
+            return
+        super().handle_error(request, client_address)
+
+
 class StatusServer:
     """A threaded HTTP server bound to 127.0.0.1; ``port=0`` picks a free port (see ``.port``)."""
 
@@ -255,7 +267,7 @@ class StatusServer:
         self.stopping = threading.Event()  # ends open event streams on close()
         handler = type("Handler", (_Handler,), {"provider": provider, "page": page, "collect": collect, "stopping": self.stopping})
         try:
-            self.httpd = ThreadingHTTPServer((HOST, port), handler)
+            self.httpd = _Server((HOST, port), handler)
         except OSError as e:
             raise ServerError(
                 f"cannot serve on {HOST}:{port}: {e.strerror or e}. Is another daemon running? "

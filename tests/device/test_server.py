@@ -76,3 +76,21 @@ def test_binds_loopback_only_and_serves_endpoints(server) -> None:  # type: igno
     assert 'edgekit_stage_latency_seconds_bucket{stage="invoke",le="4.7e-05"} 50' in body
     code, _, body = get(s.url + "/nope")
     assert code == 404 and "/stats" in body
+
+
+def test_a_client_that_hangs_up_mid_request_is_not_a_traceback(server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """A health probe that gives up (curl --max-time, a killed dashboard) resets the connection; the daemon says nothing."""
+    import socket
+    import struct
+    import time
+
+    s, _ = server
+    for path in ("/stats", "/metrics", "/healthz") * 10:
+        c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+        c.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset, not a FIN
+        c.close()
+    time.sleep(0.5)
+    code, _, _ = get(s.url + "/stats")  # still serving
+    err = capsys.readouterr().err
+    assert code == 200 and "Traceback" not in err and "Exception occurred" not in err, err[-1500:]
