@@ -109,10 +109,25 @@ def check_classes(root: Path) -> list[str]:
             f"{root} holds no class folders{hint}: put one subfolder per class in it, named for the label, "
             f"with {', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)} images inside"
         )
+    _warn_about_hidden(root)
     check_labels(classes, "class folder")
     if len(classes) == 1:
         raise DataError(f"{root} has one class folder ({classes[0]!r}); a classifier needs at least two: add a folder per class")
     return classes
+
+
+def _warn_about_hidden(root: Path) -> None:
+    """One warning naming the hidden folders (name starting with '.') that hold images: the Keras loader skips them."""
+    hidden = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name.startswith("."):
+            n = sum(1 for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if n:
+                hidden.append(f"{p.name} ({n} image{'' if n == 1 else 's'})")
+    if hidden:
+        log.warning("skipped hidden folder%s %s: the Keras loader leaves out folders whose name starts with '.'; "
+                    "rename %s to train on %s", "" if len(hidden) == 1 else "s", _examples(hidden),
+                    "it" if len(hidden) == 1 else "them", "it" if len(hidden) == 1 else "them")
 
 
 def _keras_listing(root: Path, classes: Sequence[str], size: tuple[int, int], color: str, crop: str = "center") -> Any:

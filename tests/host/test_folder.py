@@ -176,3 +176,15 @@ def test_imbalance_counts_every_split_and_report_md_states_it() -> None:
     assert "- Class imbalance: `pen` has 3.1x the images of `cup` (beyond the 3x that is warned about: add images to the small classes)." in lines(3.1, "pen", "cup")
     assert "- Class imbalance: `pen` has 2.0x the images of `cup`." in lines(2.0, "pen", "cup")
     assert "- Every class has the same number of images." in lines(1.0, "cup", "cup")
+
+
+@needs_idx
+def test_a_hidden_class_folder_with_images_is_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Keras's loader skips folders whose name starts with '.'; a class left out that way is said, not silent."""
+    root = grey_folder(tmp_path / "d")
+    shutil.move(str(root / "trouser"), str(root / ".trouser"))
+    (root / ".git").mkdir()  # no images: not a class anyone meant, no warning
+    with caplog.at_level(logging.WARNING):
+        assert check_classes(root) == ["sneaker", "tshirt"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and ".trouser (40 images)" in lines[0] and "rename" in lines[0] and ".git" not in lines[0], lines
