@@ -26,6 +26,7 @@ The report and the choice made from it are ``device.tuning``'s.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -139,6 +140,9 @@ def run_sweep(
         images, labels = z["images"], z["labels"]
         host_ref = z[f"raw_{REFERENCE}"] if f"raw_{REFERENCE}" in z.files else None
     n = len(images) if golden_count is None else max(1, min(int(golden_count), len(images)))
+    if 100.0 / n > gate_points:  # one image is more than the gate: it cannot tell a small loss from none
+        notes.append(f"{n} golden images: one image is {100.0 / n:.2g} points, coarser than the {gate_points:g}-point gate; "
+                     f"{math.ceil(100.0 / gate_points)} or more resolve it (the golden set holds {len(images)})")
     images, labels = images[:n], np.asarray(labels[:n]).astype(np.int64)
     camera = CameraConfig.for_contract(manifest.preprocess)
     source = SyntheticSource.from_golden(gpath, camera, limit=min(n, frames + warmup), loop=True)
