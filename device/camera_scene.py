@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 from device.errors import SourceError
-from device.frames import EndOfSource, Frame
+from device.frames import EndOfSource, Frame, read_golden
 from device.scene import yuv420_stride
 
 # (stream, pixel format, width, height): 4:3 streams as the daemon could configure them.
@@ -311,11 +311,7 @@ class CameraLikeSource:
         cls, path: Path | str, fmt: tuple[str, str, int, int] = FORMATS[1], limit: Optional[int] = None, **kw: object
     ) -> CameraLikeSource:
         """Render the golden set's images (official test images) with their labels."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                images, labels = z["images"][:limit], z["labels"][:limit]
-        except (OSError, KeyError, ValueError) as e:
-            raise SourceError(f"cannot read golden set {path}: {e}. Re-run the host pipeline to write it") from e
+        images, labels = read_golden(path, limit)
         if images.ndim == 4 and images.shape[-1] == 3:
             raise SourceError("camera-like frames are rendered from grey garment images; this golden set is RGB")
         return cls(images, labels, fmt, **kw)  # type: ignore[arg-type]

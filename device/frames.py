@@ -379,6 +379,15 @@ class FolderSource:
 # ---------------------------------------------------------------------------- synthetic
 
 
+def read_golden(path: Path | str, limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The golden set's first ``limit`` images and labels (all with None); a one-line SourceError when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"][:limit], z["labels"][:limit]
+    except (OSError, KeyError, ValueError) as e:
+        raise SourceError(f"cannot read golden set {path}: {e}. Re-run the host pipeline to write it") from e
+
+
 class SyntheticSource:
     """Test images rendered as camera frames with known labels, pre-rendered once, cycled.
 
@@ -432,11 +441,7 @@ class SyntheticSource:
     @classmethod
     def from_golden(cls, path: Path | str, config: CameraConfig = DEFAULT_CAMERA, limit: Optional[int] = None, **kw: object) -> SyntheticSource:
         """Render the golden set's images (the first official test images) with their labels."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                images, labels = z["images"][:limit], z["labels"][:limit]
-        except (OSError, KeyError, ValueError) as e:
-            raise SourceError(f"cannot read golden set {path}: {e}. Re-run the host pipeline to write it") from e
+        images, labels = read_golden(path, limit)
         return cls(images, labels, config, **kw)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
