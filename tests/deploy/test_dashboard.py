@@ -125,8 +125,10 @@ def test_fleet_page_shows_each_device_and_a_stopped_daemon_turns_red(fleet: list
             page.wait_for_function("[0, 1].every((i) => { const c = document.getElementById('card-' + i); "
                                    "return c && c.dataset.ok === '1' && c.querySelector('img').naturalWidth > 0; })",
                                    timeout=30000)
+            # polled at least once: before its first answer a card is red with the placeholder reason "connecting"
             page.wait_for_function("[2, 3].every((i) => { const c = document.getElementById('card-' + i); "
-                                   "return c && c.dataset.ok === '0' && c.querySelector('.reason').textContent.length > 0; })",
+                                   "const r = c && c.querySelector('.reason').textContent; "
+                                   "return c && c.dataset.ok === '0' && r.length > 0 && r !== 'connecting'; })",
                                    timeout=30000)
             k, g, sh, at = (_card(page, i) for i in range(4))
             labels = set(kitchen.daemon.get_json("/latest")["labels"]) if kitchen.daemon else set()
