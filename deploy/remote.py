@@ -125,6 +125,14 @@ class Device:
         self._stdout = chan.makefile("rb")
 
     def _close_session(self) -> None:
+        # Close and let go of the session's files here, while their buffers live: left for a garbage-collected
+        # cycle, paramiko's ``BufferedFile.__del__`` may find its buffer finalised first and print a traceback.
+        files, self._stdin, self._stdout = (self._stdin, self._stdout), None, None
+        for f in files:
+            if f is not None:
+                with contextlib.suppress(Exception):  # a dropped transport may raise anything paramiko has
+                    f.close()
+        del files, f
         chan, self._chan = self._chan, None
         if chan is not None:
             with contextlib.suppress(Exception):

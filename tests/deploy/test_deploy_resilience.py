@@ -194,6 +194,40 @@ def test_wait_checks_the_release_it_was_given(make_pi: Callable[..., SSHServer],
         device.close()
 
 
+def test_a_dropped_session_lets_go_of_its_channel_files(make_pi: Callable[..., SSHServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the connection drops, the agent session's paramiko files are closed and freed at once.
+
+    Left on the Device, they die later in a garbage-collected cycle, where paramiko's ``__del__`` can find its own
+    buffer finalised first and print a ValueError traceback on stderr (seen once in CI after `rollback=drop`)."""
+    import gc
+    import sys
+    import weakref
+
+    from deploy.connect import ConnectOptions, connect
+    from deploy.errors import RemoteError
+    from deploy.remote import Device
+    from deploy.targets import parse_host
+
+    pi = make_pi()
+    t = pi.target
+    target = parse_host(t.spec, identity=t.identity, remote_dir=t.remote_dir, python=t.python, daemon_port=t.daemon_port)
+    device = Device(connect(target, ConnectOptions(known_hosts=t.known_hosts)), target)
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(f"{u.exc_type.__name__}: {u.exc_value}"))
+    try:
+        device.agent("status", "--dir", device.root, check=False)
+        files = [weakref.ref(device._stdin), weakref.ref(device._stdout)]
+        device.conn.client.get_transport().close()  # the network goes, as deploy.push.fault's `drop` does
+        with pytest.raises(RemoteError, match="lost the connection"):
+            device.agent("status", "--dir", device.root, check=False)
+        assert [f() for f in files] == [None, None], "the dead session's files are still held"
+    finally:
+        device.close()
+    del device
+    gc.collect()
+    assert unraisable == []
+
+
 def test_a_device_that_never_sends_its_banner_is_one_line_with_a_hint(tmp_path: Path) -> None:
     """sshd too busy to greet (a loaded or emulated Pi): paramiko's thread must not print its traceback; the hint names the option."""
     import socket
