@@ -389,12 +389,16 @@ def read_golden(path: Path | str, limit: Optional[int] = None) -> tuple[np.ndarr
 
 
 class SyntheticSource:
-    """Test images rendered as camera frames with known labels, pre-rendered once, cycled.
+    """Test images rendered as camera frames with known labels, each rendered when first read, then cycled.
 
     Frames arrive the way the daemon configures the real camera (``device.scene``): the lores
     stream as padded YUV420 buffers in picamera2's colour space (default), or the main stream
     as B,G,R arrays (``stream='main'``). Grey images [N, H, W] are garments printed on paper;
     colour images [N, H, W, 3] (R, G, B) are photos, rendered in colour.
+
+    Rendering on first read lets the daemon serve (and tell systemd READY=1) after one frame,
+    not after the whole set (minutes on an emulated Pi); the first pass's capture stage then
+    includes the rendering. ``prerender(n)`` renders ahead, as the bench does before timing.
     """
 
     def __init__(
@@ -416,27 +420,31 @@ class SyntheticSource:
         self.labels = None if labels is None else [int(x) for x in labels]
         self.loop = loop
         self.fps = fps
-        rng = np.random.default_rng(seed)
+        self._images, self._colour = images, colour
+        self._rng = np.random.default_rng(seed)  # drawn in image order: frame i is the same however far ahead it is rendered
         self.frames: list[np.ndarray] = []
-        fov = config.main_size
         self.colour_space: Optional[str] = None
         if config.stream == "lores":
-            w, h = config.lores_size
-            stride = scene.yuv420_stride(w)
-            self.fmt, self.size = "YUV420", (w, h)
+            self.fmt, self.size = "YUV420", config.lores_size
             self.colour_space = config.colour_space
-            for img in images:
-                photo = scene.render(img, w, h, rng, fov) if colour else scene.render_gray(img, w, h, rng, fov)
-                self.frames.append(scene.to_yuv420(photo, stride, self.colour_space))
         else:
-            w, h = config.main_size
-            self.fmt, self.size = "BGR", (w, h)
-            for img in images:
-                photo = scene.render(img, w, h, rng, fov) if colour else scene.render_gray(img, w, h, rng, fov)
-                self.frames.append(scene.to_bgr888(photo))
-        self._names = [f"synthetic-{i}" for i in range(len(self.frames))]
+            self.fmt, self.size = "BGR", config.main_size
+        self._names = [f"synthetic-{i}" for i in range(len(images))]
         self._seq = 0
         self._next_due_ns = 0
+
+    def prerender(self, count: Optional[int] = None) -> None:
+        """Render the first ``count`` frames (all with None) now, so later reads only hand them out."""
+        want = len(self._images) if count is None else min(max(count, 0), len(self._images))
+        fov = self.config.main_size
+        w, h = self.size
+        while len(self.frames) < want:
+            img = self._images[len(self.frames)]
+            photo = scene.render(img, w, h, self._rng, fov) if self._colour else scene.render_gray(img, w, h, self._rng, fov)
+            if self.fmt == "YUV420":
+                self.frames.append(scene.to_yuv420(photo, scene.yuv420_stride(w), self.colour_space))
+            else:
+                self.frames.append(scene.to_bgr888(photo))
 
     @classmethod
     def from_golden(cls, path: Path | str, config: CameraConfig = DEFAULT_CAMERA, limit: Optional[int] = None, **kw: object) -> SyntheticSource:
@@ -445,18 +453,20 @@ class SyntheticSource:
         return cls(images, labels, config, **kw)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self._images)
 
     def read(self) -> Frame:
-        """The next pre-rendered frame (paced to ``fps`` when set)."""
-        if self._seq >= len(self.frames) and not self.loop:
+        """The next frame (rendered on its first read; paced to ``fps`` when set)."""
+        n = len(self._images)
+        if self._seq >= n and not self.loop:
             raise EndOfSource("synthetic")
         if self.fps > 0:
             now = time.monotonic_ns()
             if now < self._next_due_ns:
                 time.sleep((self._next_due_ns - now) / 1e9)
             self._next_due_ns = max(now, self._next_due_ns) + int(1e9 / self.fps)
-        i = self._seq % len(self.frames)
+        i = self._seq % n
+        self.prerender(i + 1)
         self._seq = seq = self._seq + 1
         label = None if self.labels is None else self.labels[i]
         return Frame(self.frames[i], self.fmt, seq, time.time_ns(), self._names[i], label, self.size, self.colour_space)

@@ -171,3 +171,25 @@ def test_a_colour_space_the_preprocessing_cannot_convert_is_refused_when_the_cam
     with pytest.raises(SourceError, match=r"settled on a colour space .* 'Rec709/Rec709/None/Full' has no Y'CbCr encoding"):
         PiCameraSource(CameraConfig(), factory=factory)
     assert opened[0].closed  # and the camera is not left busy
+
+
+def test_synthetic_frames_are_rendered_when_first_read_so_the_daemon_starts_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering 1,000 golden frames before the first read kept READY=1 waiting for minutes on an emulated Pi."""
+    from device import scene
+
+    rendered: list[int] = []
+    real = scene.render_gray
+    monkeypatch.setattr(scene, "render_gray", lambda *a, **k: rendered.append(1) or real(*a, **k))
+    imgs = np.random.default_rng(3).integers(0, 255, (6, 28, 28), dtype=np.uint8)
+    src = SyntheticSource(imgs, list(range(6)))
+    assert len(src) == 6 and rendered == []
+    first = [src.read() for _ in range(8)]  # one pass and two frames of the next: each image rendered once
+    assert len(rendered) == 6
+    assert [f.label for f in first] == [0, 1, 2, 3, 4, 5, 0, 1] and np.array_equal(first[6].pixels, first[0].pixels)
+    # The same frames as rendering them all first (the bench does, so its timed reads do no rendering).
+    ahead = SyntheticSource(imgs, list(range(6)))
+    ahead.prerender(4)
+    assert len(rendered) == 10
+    again = [ahead.read() for _ in range(6)]
+    assert len(rendered) == 12
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, again))
