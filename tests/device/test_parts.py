@@ -134,6 +134,26 @@ def test_systemd_unit_renders_and_verifies(tmp_path: Path) -> None:
     assert p.returncode != 0 or "notifyy" in p.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (Debian package systemd)")
+def test_the_rendered_unit_scores_at_most_3_in_systemds_own_security_analysis(tmp_path: Path) -> None:
+    """``systemd-analyze security --offline=yes`` on the unit as deploy renders it for user pi (6.7 MEDIUM before hardening).
+
+    Whether the daemon still runs and reaches the camera nodes under it is tests/vm/test_hardening.py."""
+    import re
+
+    unit = tmp_path / "edgekit-device.service"
+    unit.write_text(render_unit("/home/pi/edgekit/m.json", user="pi", group="pi", workdir="/home/pi/edgekit",
+                                state_dir="/home/pi/edgekit/state", python="/usr/bin/python3"))
+    p = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True,
+                       text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    assert float(m.group(1)) <= 3.0, p.stdout
+    for needle in ("DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "DeviceAllow=char-media rw",
+                   "DeviceAllow=char-dma_heap rw"):  # the camera stays reachable
+        assert needle in unit.read_text()
+
+
 def test_top_k_on_raw_outputs_matches_a_stable_argsort() -> None:
     from device.pipeline import SMALL_OUTPUT, top_k_raw
 
