@@ -80,7 +80,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     P.PREPARE: cmd_prepare,
     P.VENV: lambda a: dict(venvs.ensure(_lay(a), Layout.check_id(a.id), a.wheelhouse, a.timeout_s)),
     P.VERIFY: lambda a: dict(releases.verify(_lay(a), Layout.check_id(a.id), a.count, a.timeout_s)),
-    P.ACTIVATE: lambda a: dict(releases.activate(_lay(a), Layout.check_id(a.id), a.keep)),
+    P.ACTIVATE: lambda a: dict(supervisor.activate(_lay(a), Layout.check_id(a.id), a.keep)),
     P.ROLLBACK_TARGET: lambda a: dict(releases.rollback_target(_lay(a))),
     P.RELEASES: lambda a: dict(releases.listing(_lay(a))),
     P.CONTROL: cmd_control,

@@ -145,6 +145,7 @@ class ActivateAnswer(TypedDict, total=False):
     previous: Optional[str]
     pruned: list[str]
     pruned_venvs: list[str]
+    unit: str  # under systemd: the unit, re-rendered for the new current (not restarted) so a boot starts it
 
 
 class RollbackTargetAnswer(TypedDict, total=False):

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from deploy.agent import durable, process_supervisor, systemd
+from deploy.agent import durable, process_supervisor, releases, systemd
 from deploy.agent.errors import AgentError
 from deploy.agent.layout import Layout, read_json
 from deploy.agent.procs import ProcessRef
-from deploy.agent.protocol import ControlAnswer, SupervisorRecord, SystemdView
+from deploy.agent.protocol import ActivateAnswer, ControlAnswer, SupervisorRecord, SystemdView
 
 NO_SYSTEMD_ENV = "EDGEKIT_NO_SYSTEMD"
 
@@ -151,6 +151,14 @@ def daemon(lay: Layout) -> DaemonView:
     release = _release_of(lay, ref) or (st.get("release") if ref else None)
     return DaemonView("process", ref is not None, ref, release, int(st.get("restarts") or 0), st.get("last_exit"),
                       sup.pid if sup else None)
+
+
+def activate(lay: Layout, release_id: str, keep: int) -> ActivateAnswer:
+    """Switch ``current`` (``releases.activate``); under systemd the installed unit follows it (``systemd.follow``)."""
+    answer = releases.activate(lay, release_id, keep)
+    if recorded_mode(lay) == "systemd" and systemd_refusal() is None and systemd_booted() and systemd.installed(lay):
+        answer["unit"] = systemd.follow(lay, release_id)
+    return answer
 
 
 def _stop(lay: Layout, mode: str, timeout_s: float) -> dict[str, Any]:

@@ -133,6 +133,18 @@ def start(lay: Layout, release_id: str, restart: bool) -> dict[str, Any]:
     return {"unit": unit, "installed": changed, "systemd": view}
 
 
+def follow(lay: Layout, release_id: str) -> str:
+    """Re-render the installed unit for the release just made current, durably, without restarting it.
+
+    So a boot after a power cut between the ``current`` switch and the restart starts the release
+    ``current`` names, not the one before it (seen on the emulated Pi). The restart that follows
+    the switch finds the unit unchanged and restarts it."""
+    unit = unit_name(lay)
+    if _install(lay, unit, render(lay, release_id)):
+        _run(["sync", "-f", str(UNIT_DIR)])
+    return unit
+
+
 def installed(lay: Layout) -> bool:
     """True when systemd knows this root's unit (``LoadState`` is not ``not-found``)."""
     return show(unit_name(lay)).get("LoadState", "not-found") != "not-found"

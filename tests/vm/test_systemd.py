@@ -39,30 +39,33 @@ print(json.dumps(samples))
 
 JOURNAL_SINCE = r"""
 import json, subprocess, sys
-unit, cursor = sys.argv[1], sys.argv[2]
-p = subprocess.run(["journalctl", "-u", unit, "-o", "json", "--no-pager", "--after-cursor", cursor], capture_output=True, text=True)
+unit, since = sys.argv[1], int(sys.argv[2])
+p = subprocess.run(["journalctl", "-u", unit, "-b", "-o", "json", "--no-pager"], capture_output=True, text=True)
 rows = []
 for line in p.stdout.splitlines():
     e = json.loads(line)
-    rows.append([int(e["__MONOTONIC_TIMESTAMP"]), e.get("_PID"), str(e.get("MESSAGE"))])
+    if int(e["__MONOTONIC_TIMESTAMP"]) >= since:
+        rows.append([int(e["__MONOTONIC_TIMESTAMP"]), e.get("_PID"), str(e.get("MESSAGE"))])
 print(json.dumps(rows))
 """
 
 
-def cursor(pi: PiVM) -> str:
-    """The journal's current position (entries after it are new)."""
-    out = pi.ssh("journalctl -n 0 --show-cursor --no-pager -q").stdout
-    return out.strip().split("cursor: ", 1)[1].strip()
+def journal_now(pi: PiVM) -> str:
+    """The guest's CLOCK_MONOTONIC in µs (journald's ``__MONOTONIC_TIMESTAMP`` clock): entries from now on are new.
+
+    Not a journal cursor: on Bookworm, ``--after-cursor`` from ``journalctl -n 0 --show-cursor`` (read as pi, over
+    the system and user journals) left out the "Main process exited ... status=9/KILL" entry that followed it."""
+    return pi.ssh("/usr/bin/python3 -c 'import time; print(time.monotonic_ns() // 1000)'").stdout.strip()
 
 
 def journal_since(pi: PiVM, unit: str, since: str) -> list[list]:
-    """[monotonic µs, pid, message] of the unit's journal entries after cursor ``since``."""
+    """[monotonic µs, pid, message] of the unit's journal entries of this boot from ``since`` (µs, see ``journal_now``) on."""
     return list(guest.run_script(pi, JOURNAL_SINCE, unit, since))
 
 
 def test_notify_reaches_active_only_after_the_model_is_loaded(pi: PiVM, deployed: str) -> None:
     unit = guest.daemon_unit(pi)
-    since = cursor(pi)
+    since = journal_now(pi)
     samples = guest.run_script(pi, SAMPLE, unit, str(guest.DAEMON_PORT), str(HEALTH_TIMEOUT_S), timeout_s=HEALTH_TIMEOUT_S + 60)
     assert samples[-1][1] == "active" and samples[-1][3], f"never became active with frames: {samples[-5:]}"
     new_pid = samples[-1][2]
@@ -86,7 +89,7 @@ def test_watchdog_kills_and_restarts_a_frozen_daemon(pi: PiVM, deployed: str) ->
     before = guest.show(pi, unit, "MainPID", "NRestarts", "WatchdogUSec")
     # systemctl shows the running unit's watchdog as a time span ("30s"); "infinity" or "0" when it has none.
     assert before["WatchdogUSec"] not in ("", "0", "infinity"), before
-    since = cursor(pi)
+    since = journal_now(pi)
     pid = before["MainPID"]
     t0 = time.monotonic()
     pi.ssh(f"sudo kill -STOP {pid}")
@@ -104,7 +107,7 @@ def test_sigkill_is_restarted_by_restart_on_failure(pi: PiVM, deployed: str) -> 
     unit = guest.daemon_unit(pi)
     before = guest.show(pi, unit, "MainPID", "NRestarts", "Restart")
     assert before["Restart"] == "on-failure"
-    since = cursor(pi)
+    since = journal_now(pi)
     pi.ssh(f"sudo kill -KILL {before['MainPID']}")
     after = guest.wait_for(pi, unit, lambda p: p["MainPID"] not in ("0", before["MainPID"]) and p["ActiveState"] == "active",
                            RECOVERY_S)
