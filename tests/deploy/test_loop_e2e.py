@@ -41,7 +41,7 @@ from deploy.testing import SSHServer
 pytestmark = pytest.mark.slow
 
 CLASSES = (("red ball", "ball"), ("blue box", "box"), ("green star", "star"))
-COLLECT_FRAMES = 40  # per label
+COLLECT_FRAMES = 60  # per label (with 40, a class fell to 67 % in 1 of 5 suite runs: too few to train on reliably)
 EVAL_FRAMES = 30  # per label, classified by the daemon after the push
 MIN_ACCURACY = 0.80
 REPO = Path(__file__).resolve().parents[2]
