@@ -466,7 +466,8 @@ class SyntheticSource:
                 time.sleep((self._next_due_ns - now) / 1e9)
             self._next_due_ns = max(now, self._next_due_ns) + int(1e9 / self.fps)
         i = self._seq % n
-        self.prerender(i + 1)
+        if i >= len(self.frames):  # first pass only: later passes just hand out the rendered frame
+            self.prerender(i + 1)
         self._seq = seq = self._seq + 1
         label = None if self.labels is None else self.labels[i]
         return Frame(self.frames[i], self.fmt, seq, time.time_ns(), self._names[i], label, self.size, self.colour_space)
