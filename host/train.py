@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from host import early_stop
 from host.augment import AugmentConfig, augment_batch
 from host.cpu import cpu_has_bf16, read_cpu
 from host.distribute import (
@@ -212,11 +213,8 @@ def train(
         # only while fitting: the saved model is one worker's (unsynchronised batch norm, Keras's dropout)
         restore_batch_norm = synchronize_batch_norm(model)
         restore_dropout = global_batch_dropout(model)
-    callbacks: list[Any] = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=config.patience_epochs, restore_best_weights=True, mode="max"
-        )
-    ]
+    stopper = early_stop.callback(config.patience_epochs)
+    callbacks: list[Any] = [stopper]
     if progress:
         callbacks.append(_progress_callback(config.epochs, steps))
     t0 = time.perf_counter()
@@ -252,7 +250,7 @@ def train(
         model.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing), metrics=["accuracy"])
     history = {k: [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
     val = history.get("val_accuracy", [0.0])
-    best = int(np.argmax(val))
+    best = max(stopper.best_epoch, 0)  # the epoch whose weights were restored (host.early_stop)
     return TrainResult(model, int(model.count_params()), len(val), best + 1, float(val[best]), seconds, history, policy)
 
 

@@ -71,3 +71,28 @@ def test_training_pipeline_augments_and_evaluation_pipeline_does_not() -> None:
     cols = np.arange(28)
     com = lambda a: (a.sum(axis=(1, 3)) * cols).sum(1) / a.sum(axis=(1, 2, 3))  # noqa: E731
     assert np.sum(np.abs(np.sort(com(aug)) - np.sort(com(plain))) > 1.0) > 5
+
+
+def test_early_stopping_breaks_a_tie_in_validation_accuracy_by_the_lower_validation_loss() -> None:
+    """A small folder set reaches 100 % validation accuracy long before it converges (the loop test's
+    19 validation images did at epoch 8, loss 0.38, still falling to 0.29). Keeping the first epoch
+    of the tie kept a half-trained model; the later epoch with the lower loss is the better one."""
+    from host.train import train
+
+    rng = np.random.default_rng(3)
+    n = 96
+    y = np.arange(n) % 2
+    x = np.where(y[:, None, None, None] == 1, rng.integers(150, 256, (n, 16, 16, 1)),
+                 rng.integers(0, 106, (n, 16, 16, 1))).astype(np.uint8)  # dark or bright: separable at once
+    cfg = TrainConfig(epochs=14, batch_size=32, patience_epochs=4, precision="float32",
+                      model=ModelConfig(conv_filters=(8, 8), pool_after=(True, True), dense_units=8))
+    result = train(x[:64], y[:64], x[64:], y[64:], cfg, progress=False, num_classes=2)
+    acc, loss = np.array(result.history["val_accuracy"]), np.array(result.history["val_loss"])
+    tied = np.flatnonzero(acc == acc.max())
+    assert len(tied) >= 2, ("the data must make validation accuracy tie", acc)  # the case this test is about
+    best = int(tied[np.argmin(loss[tied])])
+    assert result.best_epoch == best + 1, (acc, loss)
+    assert result.best_val_accuracy == acc.max()
+    # the model handed back is that epoch's, not the last one's
+    ev = result.model.evaluate(x[64:] / 255.0, np.eye(2)[y[64:]], verbose=0, return_dict=True)
+    assert ev["loss"] == pytest.approx(loss[best], rel=1e-4, abs=1e-5)
