@@ -8,6 +8,8 @@ _CSS = """
 main{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:12px;padding:12px 16px}
 .card{background:#fff;border:1px solid var(--line);border-top:6px solid var(--ok);border-radius:8px;padding:10px 12px}
 .card.bad{border-color:var(--bad);border-top-color:var(--bad);background:#fff5f5}
+.card.wait{border-top-color:var(--mut)}
+.card.wait .reason{color:var(--mut);font-weight:400}
 .card .head{display:flex;gap:8px;align-items:center;justify-content:space-between}
 .card .name{font-weight:700;font-size:15px}
 .card img{width:100%;aspect-ratio:4/3;object-fit:contain;background:#222;border-radius:4px;margin:8px 0 4px;display:block}
@@ -39,17 +41,21 @@ function card(d) {
 }
 function put(c, cls, v) { const e = c.querySelector("." + cls); const s = (v === null || v === undefined || v === "") ? "\\u2013" : String(v); if (e.textContent !== s) e.textContent = s; }
 function render(doc) {
-  let bad = 0;
+  let healthy = 0, waiting = 0;
   for (const d of doc.devices) {
     const c = card(d);
-    c.className = "card " + (d.ok ? "ok" : "bad");
+    // no answer and no failure yet: its first connection attempt has not ended (grey, not red)
+    const wait = !d.ok && d.updated === null && d.failing_since === null;
+    const look = d.ok ? "ok" : (wait ? "wait" : "bad");
+    c.className = "card " + look;
     c.dataset.ok = d.ok ? "1" : "0";
-    if (!d.ok) bad++;
+    if (d.ok) healthy++;
+    if (wait) waiting++;
     put(c, "name", d.name);
     put(c, "addr", d.address);
     const st = c.querySelector(".state");
-    st.className = "pill state " + (d.ok ? "ok" : "bad");
-    put(c, "state", d.ok ? "healthy" : (d.updated === null ? "unreachable" : "failing"));
+    st.className = "pill state " + (wait ? "" : look);
+    put(c, "state", d.ok ? "healthy" : (wait ? "connecting" : (d.updated === null ? "unreachable" : "failing")));
     put(c, "label", d.label === null ? null : d.label + (d.score === null ? "" : "  " + d.score.toFixed(2)));
     put(c, "fps", d.fps === null ? null : d.fps.toFixed(1));
     put(c, "p99t", d.frames ? fmtMs(d.p99_ms.total) : null);
@@ -71,7 +77,7 @@ function render(doc) {
     }
     c.querySelector("a.open").href = d.forward + "/";
   }
-  setText("summary", doc.devices.length - bad + " of " + doc.devices.length + " healthy");
+  setText("summary", healthy + " of " + doc.devices.length + " healthy" + (waiting ? ", " + waiting + " connecting" : ""));
   setText("updated", new Date(doc.t * 1000).toLocaleTimeString());
 }
 const es = new EventSource("events");

@@ -125,7 +125,7 @@ def test_fleet_page_shows_each_device_and_a_stopped_daemon_turns_red(fleet: list
             page.wait_for_function("[0, 1].every((i) => { const c = document.getElementById('card-' + i); "
                                    "return c && c.dataset.ok === '1' && c.querySelector('img').naturalWidth > 0; })",
                                    timeout=30000)
-            # polled at least once: before its first answer a card is red with the placeholder reason "connecting"
+            # polled at least once: before its first attempt ends a card is grey, "connecting"
             page.wait_for_function("[2, 3].every((i) => { const c = document.getElementById('card-' + i); "
                                    "const r = c && c.querySelector('.reason').textContent; "
                                    "return c && c.dataset.ok === '0' && r.length > 0 && r !== 'connecting'; })",
@@ -243,6 +243,37 @@ def test_unreachable_devices_are_cards_with_the_reason_in_one_line(tmp_path: Pat
         code = dash.stop()
     assert code == 0
     assert "Traceback" not in (dash.proc.stderr.read() if dash.proc.stderr else "")
+
+
+def test_a_device_that_has_not_answered_yet_is_a_grey_connecting_card_not_a_red_one(tmp_path: Path) -> None:
+    """A Pi slow to answer (the kernel accepts the TCP connection, no SSH banner comes) is neither healthy nor
+    failing until its first attempt ends: the card says "connecting" in grey, then turns red with the reason."""
+    need_browser()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    inv = tmp_path / "pis.toml"
+    inv.write_text(f'[hosts.slow]\nhost = "root@127.0.0.1:{silent.getsockname()[1]}"\n')
+    dash = Dashboard(inv, tmp_path / "known_hosts", "--connect-timeout-s", "6")
+    try:
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(dash.info["url"])
+            page.wait_for_function("document.getElementById('card-0') !== null", timeout=10000)
+            c = _card(page, 0)
+            state = page.evaluate("document.querySelector('#card-0 .state').textContent")
+            summary = page.evaluate("document.getElementById('summary').textContent")
+            assert "bad" not in c["cls"] and "wait" in c["cls"] and not c["ok"], c
+            assert state == "connecting" and summary == "0 of 1 healthy, 1 connecting", (state, summary)
+            page.screenshot(path=str(artifact("dashboard-connecting.png")), full_page=True)
+            page.wait_for_function("document.getElementById('card-0').className.includes('bad')", timeout=20000)
+            c = _card(page, 0)
+            assert "wait" not in c["cls"] and c["reason"] and c["reason"] != "connecting", c
+            assert page.evaluate("document.querySelector('#card-0 .state').textContent") == "unreachable"
+    finally:
+        code = dash.stop()
+        silent.close()
+    assert code == 0
 
 
 def test_ctrl_c_stops_the_dashboard_even_when_started_with_sigint_ignored(tmp_path: Path) -> None:
