@@ -23,11 +23,13 @@ records a different recipe. Run as root: ``python tests/arm64/build_rootfs.py [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -102,16 +104,26 @@ def log(msg: str) -> None:
 
 def run(cmd: Sequence[str], what: str, timeout_s: float = 1800, capture: bool = False) -> str:
     """Run a command; on failure raise BuildError naming the stage and the tail of its output."""
-    try:
-        p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s)
+    try:  # its own process group: a timeout stops the stage and every child it started (debootstrap, chroot, pip)
+        p = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     except FileNotFoundError as e:
         raise BuildError(f"{what}: {cmd[0]} is not installed ({e}); `apt-get install debootstrap qemu-user-static binfmt-support`") from e
+    try:
+        stdout, stderr = p.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
         raise BuildError(f"{what}: `{' '.join(cmd[:4])} …` did not finish in {timeout_s:.0f} s") from e
+    except BaseException:  # Ctrl-C: the stage goes with the builder
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
     if p.returncode != 0:
-        tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
+        tail = "\n".join((stdout + stderr).strip().splitlines()[-15:])
         raise BuildError(f"{what} failed (exit {p.returncode}): {' '.join(cmd[:6])} …\n{tail}")
-    return p.stdout if capture else ""
+    return stdout if capture else ""
 
 
 # ---------------------------------------------------------------- binfmt / qemu
