@@ -1,6 +1,6 @@
 """Early stopping on a small folder set: Keras's first-of-a-tie rule vs the tie broken by validation loss.
 
-    python bench/early_stop_ties.py [--seeds N] [--collect N] [--eval N] [--json]
+    python bench/early_stop_ties.py [--seeds N] [--collect N] [--eval N] [--quick] [--json]
 
 The loop test's data, without the camera: ``device.tabletop`` renders ``--collect`` frames of
 each object (a red ball, a blue box, a green star; scene seeds 10-12, as ``deploy collect``
@@ -15,7 +15,8 @@ images). Each training seed trains twice, the same run up to where the rules par
 Both models then classify ``--eval`` fresh frames per object (scene seeds 100-102, never
 trained on). Printed per seed: the epoch each kept, its validation loss, and the worst class's
 accuracy on fresh frames; then the mean and the worst over seeds. Prints the machine line and
-the training precision beside the figures.
+the training precision beside the figures. ``--quick``: one seed, 30 training and 15 fresh
+frames per object: it exercises everything; its figures are not the comparison's.
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="training seeds (42, 43, ...); default 5")
     ap.add_argument("--collect", type=int, default=60, help="training frames per object (the loop test's 60)")
     ap.add_argument("--eval", type=int, default=60, help="fresh frames per object to classify")
+    ap.add_argument("--quick", action="store_true", help="one seed, 30 training and 15 fresh frames per object (a smoke run)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.collect, args.eval = 1, 30, 15
     import machine  # bench/machine.py
 
     with tempfile.TemporaryDirectory(prefix="edgekit-ties-") as tmp:

@@ -77,3 +77,16 @@ def test_arm64_parity_quick(artifacts: Path) -> None:
         pytest.skip(f"arm64 target unavailable: {problem}")
     r = _run("arm64_parity.py", "--artifacts", str(artifacts), timeout_s=3600)
     assert r["count"] == 50 and set(r["targets"]) and all("vs_golden" in e for e in r["targets"].values())
+
+
+def test_early_stop_ties_quick() -> None:
+    r = _run("early_stop_ties.py", timeout_s=900)
+    assert r["collect"] == 30 and r["eval"] == 15 and len(r["seeds"]) == 1 and "cores" in r["machine"]
+    seed = r["seeds"][0]
+    for rule in ("keras", "tie-break"):
+        row = seed[rule]
+        assert 1 <= row["kept_epoch"] <= row["epochs_run"] and set(row["per_class"]) == {"blue box", "green star", "red ball"}
+        assert 0.0 <= row["fresh_worst_class"] <= row["fresh_mean"] <= 1.0
+    # the tie-break keeps an epoch at least as good by its own rule: higher accuracy, or equal with lower loss
+    k, t = seed["keras"], seed["tie-break"]
+    assert (t["val_accuracy"], -t["val_loss"]) >= (k["val_accuracy"], -k["val_loss"] - 1e-3), seed
