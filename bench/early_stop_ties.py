@@ -95,10 +95,12 @@ def one_seed(train_dir: Path, eval_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from host.cli import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5, help="training seeds (42, 43, ...); default 5")
-    ap.add_argument("--collect", type=int, default=60, help="training frames per object (the loop test's 60)")
-    ap.add_argument("--eval", type=int, default=60, help="fresh frames per object to classify")
+    ap.add_argument("--seeds", type=positive_int, default=5, help="training seeds (42, 43, ...); default 5")
+    ap.add_argument("--collect", type=positive_int, default=60, help="training frames per object (the loop test's 60)")
+    ap.add_argument("--eval", type=positive_int, default=60, help="fresh frames per object to classify")
     ap.add_argument("--quick", action="store_true", help="one seed, 30 training and 15 fresh frames per object (a smoke run)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     args = ap.parse_args(argv)
