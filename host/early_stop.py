@@ -4,8 +4,8 @@ Keras's ``EarlyStopping(monitor="val_accuracy")`` keeps the *first* epoch of the
 A small validation set (a folder of a hundred photos keeps a few dozen) reaches 100 % long
 before the model converges, so that kept a half-trained model: in a run of the loop test, 19
 validation images tied at 100 % from epoch 8 (loss 0.38) while the loss went on to 0.29, and in
-a CI run the model so kept got one class's fresh frames right 23 times in 30. Here an epoch is better when its accuracy is
-higher, or equal with a lower loss; patience counts epochs without such an improvement, and the
+a CI run the model so kept got one class's fresh frames right 23 times in 30. Here an epoch is
+better when its accuracy is higher, or equal with a lower loss; patience counts epochs without such an improvement, and the
 best epoch's weights are restored when training ends. On a large validation set exact ties are
 rare, so this seldom differs from Keras's rule.
 """
@@ -20,8 +20,6 @@ def is_better(acc: float, loss: float, best: Optional[tuple[float, float]]) -> b
     """Whether (``acc``, ``loss``) beats ``best``: higher accuracy, or the same with lower loss."""
     if best is None:
         return True
-    if math.isnan(loss):
-        loss = math.inf
     return acc > best[0] or (acc == best[0] and loss < best[1])
 
 
@@ -42,8 +40,10 @@ def callback(patience: int) -> Any:
             if "val_accuracy" not in logs:
                 return
             acc, loss = float(logs["val_accuracy"]), float(logs.get("val_loss", math.inf))
+            if math.isnan(loss):  # a diverged epoch's loss ranks last
+                loss = math.inf
             if is_better(acc, loss, self.best):
-                self.best, self.best_epoch, self.wait = (acc, math.inf if math.isnan(loss) else loss), epoch, 0
+                self.best, self.best_epoch, self.wait = (acc, loss), epoch, 0
                 self.best_weights = self.model.get_weights()
                 return
             self.wait += 1
