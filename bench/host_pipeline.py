@@ -58,6 +58,8 @@ def figures(out: Path, wall_seconds: float | None) -> dict[str, Any]:
     training = json.loads((out / "training.json").read_text()) if (out / "training.json").is_file() else {}
     cam = rows["int8"]
     cam_gap = None
+    ci = model.get("camera_like", {}).get("variants", {}).get("int8", {}).get("gap_ci95_points")
+    cam_ci = "" if ci is None else f" ± {ci:.2f} (95 %)"
     if cam["camera_like_accuracy"] is not None and cam["camera_like_raw_accuracy"] is not None:
         cam_gap = 100 * (cam["camera_like_raw_accuracy"] - cam["camera_like_accuracy"])
     checks = {
@@ -68,7 +70,7 @@ def figures(out: Path, wall_seconds: float | None) -> dict[str, Any]:
         "int8_size_ratio": (rows["int8"]["size_ratio"] <= TARGETS["int8_size_ratio_max"], f"{rows['int8']['size_ratio']:.3f} <= 0.30"),
         "camera_gap": (
             cam_gap is not None and cam_gap <= TARGETS["camera_gap_points_max"],
-            "not measured" if cam_gap is None else f"int8 {100 * cam['camera_like_accuracy']:.2f} % camera-like vs {100 * cam['camera_like_raw_accuracy']:.2f} % raw: gap {cam_gap:+.2f} points <= 1",
+            "not measured" if cam_gap is None else f"int8 {100 * cam['camera_like_accuracy']:.2f} % camera-like vs {100 * cam['camera_like_raw_accuracy']:.2f} % raw: gap {cam_gap:+.2f}{cam_ci} points <= 1",
         ),
     }
     return {

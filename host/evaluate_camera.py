@@ -13,6 +13,7 @@ framing were tuned (that used validation images and other seeds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,22 +49,50 @@ class CameraSet:
 
 @dataclass(frozen=True)
 class CameraEval:
-    """One variant on the camera-like set."""
+    """One variant on the camera-like set, with the frame counts its gap rests on."""
 
     variant: str
     accuracy: float
     raw_accuracy: float  # the same interpreter on the same images as stored
     by_format: dict[str, float]
     by_polarity: dict[str, float]  # light_on_dark / dark_on_light
+    frames: int = 0
+    lost: int = 0  # right as stored, wrong through the camera
+    gained: int = 0  # wrong as stored, right through the camera
+
+    @classmethod
+    def from_hits(
+        cls, variant: str, hit: np.ndarray, raw_hit: np.ndarray, by_format: dict[str, float], by_polarity: dict[str, float]
+    ) -> CameraEval:
+        """From per-frame top-1 hits through the camera and on the same images as stored."""
+        hit, raw_hit = np.asarray(hit, dtype=bool), np.asarray(raw_hit, dtype=bool)
+        if len(hit) == 0 or len(hit) != len(raw_hit):
+            raise ValueError(f"no camera-like frames to score (got {len(hit)} camera and {len(raw_hit)} raw hits)")
+        return cls(variant, float(hit.mean()), float(raw_hit.mean()), by_format, by_polarity,
+                   frames=len(hit), lost=int(np.sum(raw_hit & ~hit)), gained=int(np.sum(hit & ~raw_hit)))
 
     @property
     def gap_points(self) -> float:
         """Raw minus camera-like accuracy, in points."""
         return 100.0 * (self.raw_accuracy - self.accuracy)
 
+    @property
+    def gap_ci95_points(self) -> float:
+        """Half-width of the gap's 95 % interval, in points (normal approximation for paired frames).
+
+        Each image is scored twice, so only the frames that differ carry information: with ``b``
+        lost and ``c`` gained of ``n``, the mean paired difference has standard deviation
+        sqrt(b + c - (b - c)^2 / n) / n. 0 when the counts are not known.
+        """
+        n, b, c = self.frames, self.lost, self.gained
+        if n == 0:
+            return 0.0
+        return 100.0 * 1.96 * math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+
     def to_json(self) -> dict[str, Any]:
         """The figures as the manifest's model.camera_like.variants entry (the report renders from it)."""
         return {"accuracy": self.accuracy, "raw_accuracy": self.raw_accuracy, "gap_points": self.gap_points,
+                "gap_ci95_points": self.gap_ci95_points, "frames": self.frames, "lost": self.lost, "gained": self.gained,
                 "by_format": dict(self.by_format), "by_polarity": dict(self.by_polarity)}
 
 
@@ -95,10 +124,8 @@ def evaluate_camera(variant: str, engine: LiteRTEngine, cams: CameraSet, raw_pre
     hit = top1 == cams.labels
     fmts = np.asarray(cams.formats)
     light = np.asarray([f.look.light_on_dark for f in cams.frames])
-    return CameraEval(
-        variant=variant,
-        accuracy=float(hit.mean()),
-        raw_accuracy=float(np.mean(np.asarray(raw_predictions)[cams.indices] == cams.labels)),
+    return CameraEval.from_hits(
+        variant, hit, np.asarray(raw_predictions)[cams.indices] == cams.labels,
         by_format={f: float(hit[fmts == f].mean()) for f in dict.fromkeys(cams.formats)},
         by_polarity={k: float(hit[light == v].mean()) for k, v in (("light_on_dark", True), ("dark_on_light", False)) if np.any(light == v)},
     )

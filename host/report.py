@@ -113,9 +113,9 @@ def camera_section(evals: Sequence[VariantEval], labels: Sequence[str], model: d
         "tinted, tone-curved, vignetted, slightly blurred, noisy), in turn as 640x480 B,G,R main frames and as "
         "lores YUV420 frames with padded rows, each through the device's preprocessing "
         f"(crop `{info.get('crop', '?')}`) and the interpreter. *Raw* is the same interpreter on the same images "
-        f"as stored; the gap is raw minus camera-like. Renderer seed {info.get('seed', '?')}, never used for tuning.",
+        f"as stored; the gap is raw minus camera-like, ± its 95 % interval over these paired frames. Renderer seed {info.get('seed', '?')}, never used for tuning.",
         "",
-        "| variant | camera-like | raw, same images | gap (points) | light on dark | dark on light | " + " | ".join(formats) + " |",
+        "| variant | camera-like | raw, same images | gap (points, 95 %) | light on dark | dark on light | " + " | ".join(formats) + " |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(formats),
     ]
     for variant, c in cams.items():
@@ -123,10 +123,16 @@ def camera_section(evals: Sequence[VariantEval], labels: Sequence[str], model: d
         cells = [f"{100 * pol[k]:.1f} %" if k in pol else "—" for k in ("light_on_dark", "dark_on_light")]
         cells += [f"{100 * c['by_format'][f]:.1f} %" if f in c.get("by_format", {}) else "—" for f in formats]
         lines.append(
-            f"| {variant} | {_pct(c.get('accuracy'))} | {_pct(c.get('raw_accuracy'))} | {float(c.get('gap_points', 0)):+.2f} | "
+            f"| {variant} | {_pct(c.get('accuracy'))} | {_pct(c.get('raw_accuracy'))} | {_gap(c)} | "
             + " | ".join(cells) + " |"
         )
     return lines
+
+
+def _gap(c: dict[str, Any]) -> str:
+    """'+1.20 ± 0.65': the gap and its 95 % half-width when the manifest has it (older manifests do not)."""
+    gap = f"{float(c.get('gap_points', 0)):+.2f}"
+    return f"{gap} ± {float(c['gap_ci95_points']):.2f}" if "gap_ci95_points" in c else gap
 
 
 def per_class_section(evals: Sequence[VariantEval], labels: Sequence[str], model: dict[str, Any]) -> list[str]:

@@ -53,6 +53,12 @@ def test_camera_framing_quick(artifacts: Path) -> None:
     assert len({row["raw"] for row in rows.values()}) == 1  # the same images, the same raw figure
     # a garment at 40-60 % of the frame: the centre window sees it small, the object crop fills the frame with it
     assert rows[("small", "object")]["camera_like"] > rows[("small", "center")]["camera_like"] + 0.1
+    assert all(row["gap_ci95_points"] > 0 for row in rows.values() if row["lost"] + row["gained"] > 1)
+
+
+def test_camera_framing_runs_the_framings_asked_for(artifacts: Path) -> None:
+    r = _run("camera_framing.py", "--manifest", str(artifacts), "--framing", "issue")
+    assert {(row["framing"], row["crop"]) for row in r["rows"]} == {("issue", "center"), ("issue", "object")}
 
 
 def test_deploy_push_quick(artifacts: Path) -> None:

@@ -101,4 +101,5 @@ def test_report_has_the_camera_like_section_from_the_manifest(artifacts: Path) -
     section = text.split("## Camera-like frames", 1)[1].split("\n## ", 1)[0]
     for v in VARIANTS:
         row = next(line for line in section.splitlines() if line.startswith(f"| {v} |"))
-        assert f"{100 * cams[v]['accuracy']:.2f} %" in row and f"{cams[v]['gap_points']:+.2f}" in row
+        assert f"{100 * cams[v]['accuracy']:.2f} %" in row and f"{cams[v]['gap_points']:+.2f} ± {cams[v]['gap_ci95_points']:.2f}" in row
+        assert cams[v]["lost"] + cams[v]["gained"] <= cams[v]["frames"] <= man["model"]["camera_like"]["count"]
