@@ -20,7 +20,7 @@ displacement as a share of width / height):
 
 Goal (issue 12): a gap of at most 1 point with the contract's own crop. Each gap comes with its
 95 % interval: the same images are scored raw and as frames, so it rests on the frames lost and
-gained; 600 frames give about +-0.8 points, all 10,000 about +-0.2. Prints the machine
+gained; 600 frames give about +-1.5 points, 2,000 about +-0.85, all 10,000 about +-0.4. Prints the machine
 beside the figures (the accuracy does not depend on it; the renderer is numpy only).
 """
 
