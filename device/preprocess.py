@@ -13,7 +13,8 @@ Per frame, for every contract field (``device.manifest.Preprocess``):
    R,G,B); an RGB model reads all three.
 2. **crop.** ``center``: the largest centred window of the model's aspect; ``none``: the
    whole frame (stretched); ``object``: the object's bounding box against the background,
-   its longer side filling the model's frame, centred on the background (``device.framing``).
+   its longer side filling the model's frame, centred on the background (``device.framing``),
+   after the background's shading (vignetting, uneven light) is divided out of the grids.
 3. **resize: area.** Integer block sums of each plane to the model's grid (uint16), by running
    sums over the frame's flat memory for 2..4-pixel blocks. Where the window is not a whole
    multiple of the model's size (e.g. 640x480 → 96x96 with ``crop: none``: 6.67 pixels per
@@ -514,6 +515,31 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ crop: object
 
+    def _flat_field(self, plan: _Plan, grids: list[np.ndarray], det_src: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The grids and the detection grid with the background's shading divided out (``framing.shading_gain``).
+
+        The gain is fitted on the detection grid's luma and applied to every sample about its
+        value of no light: black for grey and R,G,B, Y's black level for Y, 128 for U and V
+        (light scales chroma's distance from grey). Unchanged when the background is flat.
+        """
+        lw = plan.lw
+        flat = det_src.reshape(det_src.shape[0], -1)
+        luma = (flat[0] * np.float32(lw[0]) if not lw[1:].any() else colour.mix(flat.T, lw[:, None])[:, 0]) + np.float32(plan.l0)
+        gain = framing.shading_gain(luma.reshape(det_src.shape[1:]))
+        if gain is None:
+            return grids, det_src
+        y0 = -plan.l0 / float(lw[0]) if plan.l0 else 0.0  # the Y sample of black (limited range: 16)
+        neutral = [y0, 128.0, 128.0] if len(grids) == 3 else [y0] * det_src.shape[0]
+        det = np.stack([_shade(det_src[c], gain, neutral[c]) for c in range(det_src.shape[0])])
+        counts = plan.counts
+        out = []
+        for i, g in enumerate(grids):
+            factor = 2 if len(grids) == 3 and i == 0 else 1  # Y's cells are half the chroma cells the gain was fitted on
+            lifted = _lift(gain, g.shape[:2], factor)
+            nv = neutral[i] * counts[i]
+            out.append(_shade(g, lifted[..., None] if g.ndim == 3 else lifted, nv))
+        return out, det
+
     def _object(self, plan: _Plan, grids: list[np.ndarray]) -> tuple[list[np.ndarray], Optional[tuple[list[float], float]]]:
         """Find the box on the coarse grids and area-resample it: (per-plane sums at the model's size, background or None)."""
         counts, n = plan.counts, self.channels
@@ -534,6 +560,7 @@ class Preprocessor:
         else:
             det_src = (grids[0] * np.float32(1.0 / counts[0]))[None]
             det_red, det_cell = plan.reducers[0], plan.planes[0].cell
+        grids, det_src = self._flat_field(plan, grids, det_src)
         ring = framing.ring(det_src)  # [Cd, n]
         bg_src = framing.median(ring).astype(np.float64)  # per source channel
         bg_l = float(plan.lw @ bg_src) + plan.l0
@@ -593,6 +620,20 @@ class Preprocessor:
             cells *= np.float32(1.0 / area)  # per grid cell: the grid's own count
             out.extend(list(cells) if ya else [cells])
         return out, ([float(v) for v in plan.tm @ bg_src + plan.tv][:n], bg_l)
+
+
+def _lift(gain: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
+    """A detection-grid gain at another grid's cells (``factor`` x finer), edge cells repeated to its shape."""
+    g = np.repeat(np.repeat(gain, factor, axis=0), factor, axis=1) if factor > 1 else gain
+    g = g[: shape[0], : shape[1]]
+    return np.pad(g, ((0, shape[0] - g.shape[0]), (0, shape[1] - g.shape[1])), mode="edge")
+
+
+def _shade(values: np.ndarray, gain: np.ndarray, neutral: float) -> np.ndarray:
+    """``(values - neutral) * gain + neutral``: light scaled about the sample value of no light (black, or grey chroma)."""
+    if neutral == 0.0:
+        return values * gain
+    return (values - np.float32(neutral)) * gain + np.float32(neutral)
 
 
 def _centre_window(h: int, w: int, out_h: int, out_w: int) -> tuple[float, float, float, float]:
