@@ -119,6 +119,15 @@ SHADING_MIN_LEVEL = 24.0  # below this background luma, shading is a few grey le
 SHADING_GAIN = (0.5, 2.0)  # the largest correction either way (a fit gone wrong cannot blow a frame up)
 
 
+@functools.lru_cache(maxsize=16)
+def _shading_design(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[n, 5] rows (1, y, x, y^2, x^2) of the ring cells (y, x in [-1, 1]), and the grid's y [h, 2] and x [w, 2] terms."""
+    a = _ring_design(h, w)
+    y, x = a[:, 1] * (2.0 / (h - 1)) - 1.0, a[:, 2] * (2.0 / (w - 1)) - 1.0
+    gy, gx = np.linspace(-1.0, 1.0, h), np.linspace(-1.0, 1.0, w)
+    return np.stack([a[:, 0], y, x, y * y, x * x], axis=1), np.stack([gy, gy * gy], axis=1), np.stack([gx, gx * gx], axis=1)
+
+
 def shading_gain(luma: np.ndarray) -> Optional[np.ndarray]:
     """The flat field of the background: per cell, the gain that makes its light even, [h, w] float32.
 
@@ -132,31 +141,30 @@ def shading_gain(luma: np.ndarray) -> Optional[np.ndarray]:
     h, w = luma.shape
     if h < 4 or w < 4:
         return None
-    a = _ring_design(h, w)
-    y, x = a[:, 1] * (2.0 / (h - 1)) - 1.0, a[:, 2] * (2.0 / (w - 1)) - 1.0
-    on = ring(luma[None])[0].astype(np.float64)
-    coef = _robust_ring_fit(on, np.stack([a[:, 0], y, x, y * y, x * x], axis=1))
+    a, ty, tx = _shading_design(h, w)
+    coef = _robust_ring_fit(ring(luma[None])[0].astype(np.float64), a)
     if coef is None:
         return None
-    level = float(median((coef[0] + coef[1] * y + coef[2] * x + coef[3] * y * y + coef[4] * x * x)[None])[0])
+    level = float(median((a @ coef)[None])[0])
     if level < SHADING_MIN_LEVEL:
         return None
-    gy = np.linspace(-1.0, 1.0, h)[:, None]
-    gx = np.linspace(-1.0, 1.0, w)[None, :]
-    field = coef[0] + coef[1] * gy + coef[2] * gx + coef[3] * gy * gy + coef[4] * gx * gx
-    gain = np.clip(level / np.maximum(field, 1.0), *SHADING_GAIN).astype(np.float32)
+    field = (coef[0] + ty @ coef[[1, 3]])[:, None] + (tx @ coef[[2, 4]])[None, :]  # separable: two short vectors
+    gain = np.clip(np.float32(level) / np.maximum(field.astype(np.float32), np.float32(1.0)), *SHADING_GAIN)
     return None if float(np.abs(gain - 1.0).max()) < 0.01 else gain
 
 
-def find_box(det: np.ndarray, luma: np.ndarray, bg: np.ndarray, bg_luma: float, luma_ring: np.ndarray) -> Optional[Box]:
+def find_box(
+    det: np.ndarray, luma: np.ndarray, bg: np.ndarray, bg_luma: float, luma_ring: np.ndarray, flat: bool = False
+) -> Optional[Box]:
     """The object's box on a detection grid, or None when nothing stands out from the background.
 
     ``det`` is a planar [C, h, w] grid of per-pixel means (0..255 units, the channels a model
     sees), ``luma`` [h, w] the same cells' luma, ``bg`` the background per channel [C],
     ``bg_luma`` its luma and ``luma_ring`` the luma of the ring cells (for the noise).
-    The background's lighting gradient (``background_slope``) is taken out of all of them first.
+    The background's lighting gradient (``background_slope``) is taken out of all of them first,
+    unless ``flat``: the grids were flat-fielded (``shading_gain``), which took it out already.
     """
-    slope = background_slope(luma)
+    slope = None if flat else background_slope(luma)
     if slope is not None:
         luma = luma - slope
         det = det - slope[None]

@@ -515,8 +515,8 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ crop: object
 
-    def _flat_field(self, plan: _Plan, grids: list[np.ndarray], det_src: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        """The grids and the detection grid with the background's shading divided out (``framing.shading_gain``).
+    def _flat_field(self, plan: _Plan, grids: list[np.ndarray], det_src: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, bool]:
+        """The grids and the detection grid with the background's shading divided out (``framing.shading_gain``), and whether it was.
 
         The gain is fitted on the detection grid's luma and applied to every sample about its
         value of no light: black for grey and R,G,B, Y's black level for Y, 128 for U and V
@@ -527,10 +527,14 @@ class Preprocessor:
         luma = (flat[0] * np.float32(lw[0]) if not lw[1:].any() else colour.mix(flat.T, lw[:, None])[:, 0]) + np.float32(plan.l0)
         gain = framing.shading_gain(luma.reshape(det_src.shape[1:]))
         if gain is None:
-            return grids, det_src
+            return grids, det_src, False
         y0 = -plan.l0 / float(lw[0]) if plan.l0 else 0.0  # the Y sample of black (limited range: 16)
         neutral = [y0, 128.0, 128.0] if len(grids) == 3 else [y0] * det_src.shape[0]
-        det = np.stack([_shade(det_src[c], gain, neutral[c]) for c in range(det_src.shape[0])])
+        if len(set(neutral)) == 1:
+            det = _shade(det_src, gain, neutral[0])
+        else:
+            det = (det_src - np.float32(128.0)) * gain + np.float32(128.0)
+            det[0] = _shade(det_src[0], gain, neutral[0])
         counts = plan.counts
         out = []
         for i, g in enumerate(grids):
@@ -538,7 +542,7 @@ class Preprocessor:
             lifted = _lift(gain, g.shape[:2], factor)
             nv = neutral[i] * counts[i]
             out.append(_shade(g, lifted[..., None] if g.ndim == 3 else lifted, nv))
-        return out, det
+        return out, det, True
 
     def _object(self, plan: _Plan, grids: list[np.ndarray]) -> tuple[list[np.ndarray], Optional[tuple[list[float], float]]]:
         """Find the box on the coarse grids and area-resample it: (per-plane sums at the model's size, background or None)."""
@@ -560,7 +564,7 @@ class Preprocessor:
         else:
             det_src = (grids[0] * np.float32(1.0 / counts[0]))[None]
             det_red, det_cell = plan.reducers[0], plan.planes[0].cell
-        grids, det_src = self._flat_field(plan, grids, det_src)
+        grids, det_src, flat_fielded = self._flat_field(plan, grids, det_src)
         ring = framing.ring(det_src)  # [Cd, n]
         bg_src = framing.median(ring).astype(np.float64)  # per source channel
         bg_l = float(plan.lw @ bg_src) + plan.l0
@@ -577,7 +581,7 @@ class Preprocessor:
         else:
             det, bg_det = luma.reshape(det_src.shape), np.array([bg_l])
         luma = luma.reshape(det_src.shape[1:])
-        box = framing.find_box(det, luma, bg_det, bg_l, luma_ring)
+        box = framing.find_box(det, luma, bg_det, bg_l, luma_ring, flat=flat_fielded)
         h, w = plan.frame_hw
         if box is None:
             window = _centre_window(h, w, self.out_h, self.out_w)
@@ -625,6 +629,8 @@ class Preprocessor:
 def _lift(gain: np.ndarray, shape: tuple[int, ...], factor: int) -> np.ndarray:
     """A detection-grid gain at another grid's cells (``factor`` x finer), edge cells repeated to its shape."""
     g = np.repeat(np.repeat(gain, factor, axis=0), factor, axis=1) if factor > 1 else gain
+    if g.shape == shape:
+        return g
     g = g[: shape[0], : shape[1]]
     return np.pad(g, ((0, shape[0] - g.shape[0]), (0, shape[1] - g.shape[1])), mode="edge")
 
