@@ -2,7 +2,7 @@
 
     python bench/host_pipeline.py                  # full run with the default epochs, in a temp folder
     python bench/host_pipeline.py --precision float32 --onednn-isa AVX2   # as on a CPU without bf16 / AVX-512
-    python bench/host_pipeline.py --epochs 5 --json
+    python bench/host_pipeline.py --epochs 5 --seed 7 --json
     python bench/host_pipeline.py --reuse artifacts  # figures of an existing `host run` output
     python bench/host_pipeline.py --quick          # 1 epoch on 2,000 images: checks the script runs
 
@@ -84,6 +84,8 @@ def figures(out: Path, wall_seconds: float | None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
         "precision": training.get("precision", model.get("precision")),
+        "seed": training.get("config", {}).get("seed"),
+        "camera_fraction": training.get("config", {}).get("augment", {}).get("camera_fraction"),
         "cpu": training.get("cpu", model.get("cpu")),
         "camera_like": model.get("camera_like"),
         "interpreter": f"{model.get('interpreter')} {model.get('interpreter_version')}",
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", type=Path, default=None, metavar="DIR", help="print the figures of an existing output folder instead of running")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"), help="training precision (auto: mixed_bfloat16 where the CPU has bf16 units)")
+    p.add_argument("--seed", type=int, default=42, help="training seed (the split and the recipe stay the same)")
+    p.add_argument("--camera-fraction", type=float, default=None, metavar="F",
+                   help="share of each batch given the camera effects (default: the recipe's)")
     p.add_argument("--onednn-isa", default=None, metavar="ISA", help="set ONEDNN_MAX_CPU_ISA (e.g. AVX2) before TensorFlow loads: measure as on a CPU without AVX-512 / bf16")
     p.add_argument("--quick", action="store_true",
                    help=f"1 epoch on {QUICK_TRAIN_LIMIT:,} training images: checks that it runs (the targets are not the point)")
@@ -154,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(tempfile.mkdtemp(prefix="edgekit-bench-")) / "out"
         epochs, limit = (1, QUICK_TRAIN_LIMIT) if args.quick else (args.epochs or DEFAULT_EPOCHS, None)
         t0 = time.perf_counter()
-        run_pipeline(out, epochs, args.data_dir, limit, precision=args.precision, progress=sys.stderr.isatty())
+        run_pipeline(out, epochs, args.data_dir, limit, precision=args.precision, seed=args.seed,
+                     camera_fraction=args.camera_fraction, progress=sys.stderr.isatty())
         wall = time.perf_counter() - t0
     if not (out / "manifest.json").is_file():
         print(f"error: {out} has no manifest.json; run `python -m host run --out {out}` first", file=sys.stderr)

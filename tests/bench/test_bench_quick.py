@@ -96,3 +96,13 @@ def test_early_stop_ties_quick() -> None:
     # the tie-break keeps an epoch at least as good by its own rule: higher accuracy, or equal with lower loss
     k, t = seed["keras"], seed["tie-break"]
     assert (t["val_accuracy"], -t["val_loss"]) >= (k["val_accuracy"], -k["val_loss"] - 1e-3), seed
+
+
+def test_precision_parity_quick(tfds_dir: Path) -> None:
+    r = _run("precision_parity.py", timeout_s=900)
+    assert r["quick"] and len(r["seeds"]) == 1 and r["float32_isa_cap"] == "AVX2" and "cores" in r["machine"]
+    row = r["seeds"][0]
+    assert row["float32"]["precision"] == "float32" and row["mixed_bfloat16"]["precision"] == "mixed_bfloat16"
+    assert 0 < row["float32"]["accuracy"] <= 1 and 0 < row["mixed_bfloat16"]["accuracy"] <= 1
+    assert row["diff_points"] == pytest.approx(100 * (row["mixed_bfloat16"]["accuracy"] - row["float32"]["accuracy"]))
+    assert r["summary"]["n"] == 1 and r["summary"]["ci95"] is None

@@ -1,0 +1,144 @@
+"""Mixed bfloat16 against float32 on the same seeds, side by side: does bf16 training cost accuracy?
+
+    python bench/precision_parity.py                      # seeds 42 7 1 2 3, default epochs, both precisions
+    python bench/precision_parity.py --seeds 42 7 --json
+    python bench/precision_parity.py --quick              # 1 epoch on 2,000 images, one seed: checks it runs
+
+Each (seed, precision) is one `bench/host_pipeline.py` run in its own process, so each gets a
+fresh TensorFlow: float32 with oneDNN capped at ``--float32-isa`` (AVX2 by default, as on a CPU
+without AVX-512 or bf16 units), mixed bfloat16 uncapped. The goal (issue 12): bf16 within 0.2
+points of float32 on the official test split. One seed cannot tell: float32 alone moves about
+0.4 points from seed to seed. So the script prints the paired differences, their mean and a 95 %
+interval for that mean (Student's t over the seeds), and says whether the interval lies within
+±0.2 points, overlaps it, or lies outside it.
+
+On a CPU without bf16 units Keras emulates bfloat16, slowly, and a full run would say nothing
+about the CPUs that have them: the script refuses unless ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from machine import line as machine_line  # noqa: E402
+
+GOAL_POINTS = 0.2
+# two-sided 95 % Student's t quantiles by degrees of freedom (scipy is not a dependency)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    """The two-sided 95 % t quantile for ``dof`` degrees of freedom (the next tabulated one below, so never too narrow)."""
+    return T95[max(k for k in T95 if k <= dof)] if dof < 30 else 1.96 if dof > 120 else T95[30]
+
+
+def paired_summary(diffs_points: list[float]) -> dict[str, Any]:
+    """Mean of the paired differences (bf16 minus float32, points), its 95 % interval and the verdict against ±0.2."""
+    n = len(diffs_points)
+    mean = sum(diffs_points) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "ci95": None, "verdict": "one seed: no interval"}
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs_points) / (n - 1))
+    half = t95(n - 1) * sd / math.sqrt(n)
+    lo, hi = mean - half, mean + half
+    if lo >= -GOAL_POINTS and hi <= GOAL_POINTS:
+        verdict = f"met: the whole interval lies within ±{GOAL_POINTS}"
+    elif hi < -GOAL_POINTS or lo > GOAL_POINTS:
+        verdict = f"missed: the whole interval lies outside ±{GOAL_POINTS}"
+    else:
+        verdict = f"not settled: the interval overlaps ±{GOAL_POINTS}; more seeds would narrow it"
+    return {"n": n, "mean": mean, "sd": sd, "ci95": half, "low": lo, "high": hi, "verdict": verdict}
+
+
+def run_one(seed: int, precision: str, isa: str | None, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """One bench/host_pipeline.py run; its JSON figures."""
+    cmd = [sys.executable, str(HERE / "host_pipeline.py"), "--json", "--seed", str(seed), "--precision", precision,
+           "--out", str(work / f"{precision}-{seed}")]
+    if isa:
+        cmd += ["--onednn-isa", isa]
+    if args.quick:
+        cmd.append("--quick")
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    if args.data_dir:
+        cmd += ["--data-dir", str(args.data_dir)]
+    print(f"  seed {seed}, {precision}{f' (oneDNN cap {isa})' if isa else ''} ...", file=sys.stderr, flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    if p.returncode not in (0, 3):  # 3: ran, but some target of host_pipeline was missed
+        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: seed {seed} {precision} failed (exit {p.returncode}): {tail}")
+    f = json.loads(p.stdout)
+    return {"accuracy": f["variants"]["float32"]["accuracy"], "int8_accuracy": f["variants"]["int8"]["accuracy"],
+            "train_seconds": f["train_seconds"], "epochs_run": f["epochs_run"], "precision": f["precision"],
+            "load_average_1min": f["load_average_1min"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train every seed in both precisions and print the paired comparison."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1, 2, 3], help="training seeds (default: 42 7 1 2 3)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument("--float32-isa", default="AVX2", metavar="ISA",
+                   help="ONEDNN_MAX_CPU_ISA for the float32 runs (default AVX2; 'none' leaves oneDNN uncapped)")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="keep each run's output folder in DIR as PRECISION-SEED (default: a temporary folder, removed)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--quick", action="store_true", help="1 epoch on 2,000 images, the first seed only: checks that it runs")
+    args = p.parse_args(argv)
+    from host.cpu import cpu_has_bf16
+
+    if not cpu_has_bf16() and not args.quick:
+        print("error: this CPU has no bfloat16 units (avx512_bf16 / amx_bf16), so Keras would emulate bf16: "
+              "run this on a CPU that has them (or --quick to check the script)", file=sys.stderr)
+        return 2
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    isa = None if args.float32_isa.lower() == "none" else args.float32_isa
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-parity-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            f32 = run_one(seed, "float32", isa, args, work)
+            bf16 = run_one(seed, "mixed_bfloat16", None, args, work)
+            rows.append({"seed": seed, "float32": f32, "mixed_bfloat16": bf16,
+                         "diff_points": 100 * (bf16["accuracy"] - f32["accuracy"])})
+    summary = paired_summary([r["diff_points"] for r in rows])
+    f32_accs = [100 * r["float32"]["accuracy"] for r in rows]
+    out = {"machine": machine_line(), "float32_isa_cap": isa, "quick": args.quick, "goal_points": GOAL_POINTS,
+           "seeds": rows, "summary": summary,
+           "float32_mean": sum(f32_accs) / len(f32_accs),
+           "float32_spread_points": max(f32_accs) - min(f32_accs)}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"machine: {out['machine']}; float32 with oneDNN cap {isa or 'none'}, bf16 uncapped")
+    print("official test accuracy of the exported float32 model (Keras weights in float32 for both)")
+    print(f"{'seed':>5} {'float32':>8} {'bf16':>8} {'bf16-f32':>9} {'f32 s':>6} {'bf16 s':>7}")
+    for r in rows:
+        a, b = r["float32"], r["mixed_bfloat16"]
+        print(f"{r['seed']:>5} {100 * a['accuracy']:7.2f}% {100 * b['accuracy']:7.2f}% {r['diff_points']:+9.2f} "
+              f"{a['train_seconds']:6.0f} {b['train_seconds']:7.0f}")
+    s = summary
+    ci = "" if s["ci95"] is None else f" ± {s['ci95']:.2f} (95 %, t over {s['n']} seeds; sd {s['sd']:.2f})"
+    print(f"mean bf16 - float32: {s['mean']:+.2f} points{ci}")
+    print(f"float32 alone spans {out['float32_spread_points']:.2f} points over these seeds")
+    print(f"goal (within ±{GOAL_POINTS}): {s['verdict']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
