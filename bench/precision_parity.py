@@ -1,7 +1,8 @@
 """Mixed bfloat16 against float32 on the same seeds, side by side: does bf16 training cost accuracy?
 
     python bench/precision_parity.py                      # seeds 42 7 1 2 3, default epochs, both precisions
-    python bench/precision_parity.py --seeds 42 7 --json
+    python bench/precision_parity.py --seeds 42 7 --json > a.json
+    python bench/precision_parity.py --reuse a.json b.json   # the table of saved runs, their seeds pooled
     python bench/precision_parity.py --quick              # 1 epoch on 2,000 images, one seed: checks it runs
 
 Each (seed, precision) is one `bench/host_pipeline.py` run in its own process, so each gets a
@@ -96,9 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep each run's output folder in DIR as PRECISION-SEED (default: a temporary folder, removed)")
+    p.add_argument("--reuse", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="print the figures of saved --json runs instead of training (their seeds pooled)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--quick", action="store_true", help="1 epoch on 2,000 images, the first seed only: checks that it runs")
     args = p.parse_args(argv)
+    if args.reuse:
+        out = reuse(args.reuse)
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print_table(out)
+        return 0
     from host.cpu import cpu_has_bf16
 
     if not cpu_has_bf16() and not args.quick:
@@ -116,28 +126,54 @@ def main(argv: list[str] | None = None) -> int:
             bf16 = run_one(seed, "mixed_bfloat16", None, args, work)
             rows.append({"seed": seed, "float32": f32, "mixed_bfloat16": bf16,
                          "diff_points": 100 * (bf16["accuracy"] - f32["accuracy"])})
-    summary = paired_summary([r["diff_points"] for r in rows])
-    f32_accs = [100 * r["float32"]["accuracy"] for r in rows]
-    out = {"machine": machine_line(), "float32_isa_cap": isa, "quick": args.quick, "goal_points": GOAL_POINTS,
-           "seeds": rows, "summary": summary,
-           "float32_mean": sum(f32_accs) / len(f32_accs),
-           "float32_spread_points": max(f32_accs) - min(f32_accs)}
+    out = summarize(rows, machine_line(), isa, args.quick)
     if args.json:
         print(json.dumps(out, indent=2))
-        return 0
-    print(f"machine: {out['machine']}; float32 with oneDNN cap {isa or 'none'}, bf16 uncapped")
-    print("official test accuracy of the exported float32 model (Keras weights in float32 for both)")
-    print(f"{'seed':>5} {'float32':>8} {'bf16':>8} {'bf16-f32':>9} {'f32 s':>6} {'bf16 s':>7}")
-    for r in rows:
+    else:
+        print_table(out)
+    return 0
+
+
+def summarize(rows: list[dict[str, Any]], machine: str, isa: str | None, quick: bool) -> dict[str, Any]:
+    """The JSON figures of a set of seeds: the rows, the paired summary, float32's own spread."""
+    f32_accs = [100 * r["float32"]["accuracy"] for r in rows]
+    return {"machine": machine, "float32_isa_cap": isa, "quick": quick, "goal_points": GOAL_POINTS, "seeds": rows,
+            "summary": paired_summary([r["diff_points"] for r in rows]),
+            "float32_mean": sum(f32_accs) / len(f32_accs), "float32_spread_points": max(f32_accs) - min(f32_accs)}
+
+
+def reuse(paths: list[Path]) -> dict[str, Any]:
+    """The figures of saved --json runs, their seeds pooled (a seed seen twice counts once, the first time)."""
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"error: cannot read {path} as this script's --json output: {e}") from e
+    machines = {r["machine"] for r in runs}
+    if len(machines) > 1 or len({r["float32_isa_cap"] for r in runs}) > 1:
+        raise SystemExit(f"error: these runs come from different machines or oneDNN caps ({'; '.join(sorted(machines))}): pool only like with like")
+    rows: dict[int, dict[str, Any]] = {}
+    for r in runs:
+        for row in r["seeds"]:
+            rows.setdefault(row["seed"], row)
+    return summarize(list(rows.values()), runs[0]["machine"], runs[0]["float32_isa_cap"], any(r["quick"] for r in runs))
+
+
+def print_table(out: dict[str, Any]) -> None:
+    """The seeds side by side, then the paired mean, its interval and the verdict."""
+    print(f"machine: {out['machine']}; float32 with oneDNN cap {out['float32_isa_cap'] or 'none'}, bf16 uncapped")
+    print("official test accuracy of the exported models (both trained from the same seed; bf16 exports float32 weights)")
+    print(f"{'seed':>5} {'float32':>8} {'bf16':>8} {'bf16-f32':>9} {'int8 f32':>9} {'int8 bf16':>9} {'f32 s':>6} {'bf16 s':>7}")
+    for r in out["seeds"]:
         a, b = r["float32"], r["mixed_bfloat16"]
         print(f"{r['seed']:>5} {100 * a['accuracy']:7.2f}% {100 * b['accuracy']:7.2f}% {r['diff_points']:+9.2f} "
-              f"{a['train_seconds']:6.0f} {b['train_seconds']:7.0f}")
-    s = summary
+              f"{100 * a['int8_accuracy']:8.2f}% {100 * b['int8_accuracy']:8.2f}% {a['train_seconds']:6.0f} {b['train_seconds']:7.0f}")
+    s = out["summary"]
     ci = "" if s["ci95"] is None else f" ± {s['ci95']:.2f} (95 %, t over {s['n']} seeds; sd {s['sd']:.2f})"
     print(f"mean bf16 - float32: {s['mean']:+.2f} points{ci}")
-    print(f"float32 alone spans {out['float32_spread_points']:.2f} points over these seeds")
+    print(f"float32 alone spans {out['float32_spread_points']:.2f} points over these seeds (mean {out['float32_mean']:.2f} %)")
     print(f"goal (within ±{GOAL_POINTS}): {s['verdict']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from precision_parity import paired_summary, t95
+from precision_parity import main, paired_summary, t95
 
 
 def test_a_worked_example_of_three_seeds() -> None:
@@ -34,3 +35,33 @@ def test_one_seed_gives_no_interval() -> None:
 def test_t_quantiles_never_narrower_than_the_true_ones() -> None:
     assert t95(4) == pytest.approx(2.776) and t95(11) == pytest.approx(2.228) and t95(500) == 1.96
     assert t95(40) == pytest.approx(2.042)  # between 30 and 120: the 30-dof value, a little wide
+
+
+def _saved(path: Path, machine: str, seeds: dict[int, tuple[float, float]]) -> Path:
+    rows = [{"seed": k, "float32": {"accuracy": a, "int8_accuracy": a, "train_seconds": 1.0},
+             "mixed_bfloat16": {"accuracy": b, "int8_accuracy": b, "train_seconds": 1.0}, "diff_points": 100 * (b - a)}
+            for k, (a, b) in seeds.items()]
+    path.write_text(json.dumps({"machine": machine, "float32_isa_cap": "AVX2", "quick": False, "seeds": rows}))
+    return path
+
+
+def test_reuse_pools_the_seeds_of_saved_runs_and_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _saved(tmp_path / "a.json", "cpu X", {42: (0.930, 0.928), 7: (0.927, 0.926)})
+    b = _saved(tmp_path / "b.json", "cpu X", {7: (0.5, 0.5), 1: (0.929, 0.931)})  # seed 7 again: the first one counts
+    assert main(["--reuse", str(a), str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in out["seeds"]] == [42, 7, 1]
+    assert out["summary"]["n"] == 3 and out["summary"]["mean"] == pytest.approx((-0.2 - 0.1 + 0.2) / 3)
+    assert main(["--reuse", str(a), str(b)]) == 0
+    table = capsys.readouterr().out
+    assert "mean bf16 - float32: -0.03 points" in table and "goal (within ±0.2): not settled" in table
+
+
+def test_reuse_refuses_runs_from_different_machines(tmp_path: Path) -> None:
+    a = _saved(tmp_path / "a.json", "cpu X", {42: (0.93, 0.93)})
+    b = _saved(tmp_path / "b.json", "cpu Y", {7: (0.93, 0.93)})
+    with pytest.raises(SystemExit, match="different machines"):
+        main(["--reuse", str(a), str(b)])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read"):
+        main(["--reuse", str(tmp_path / "bad.json")])
