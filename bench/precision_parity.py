@@ -30,11 +30,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from machine import line as machine_line  # noqa: E402
-
 GOAL_POINTS = 0.2
 # two-sided 95 % Student's t quantiles by degrees of freedom (scipy is not a dependency)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -109,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_table(out)
         return 0
+    # only here, not at import: the tests import this module, and tests/vm has a `machine` module of its own
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
+    from machine import line as machine_line
+
     from host.cpu import cpu_has_bf16
 
     if not cpu_has_bf16() and not args.quick:

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from precision_parity import main, paired_summary, t95
+PATH = Path(__file__).resolve().parents[2] / "bench" / "precision_parity.py"
+
+
+def _load() -> ModuleType:
+    """Import the script by path, leaving sys.path alone (tests/vm has a `machine` module, and so has bench/)."""
+    spec = importlib.util.spec_from_file_location("precision_parity", PATH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_path_before, _machine_before = list(sys.path), sys.modules.get("machine")
+_pp = _load()
+_path_after, _machine_after = list(sys.path), sys.modules.get("machine")
+main, paired_summary, t95 = _pp.main, _pp.paired_summary, _pp.t95
+
+
+def test_importing_the_script_leaves_sys_path_and_the_machine_module_alone() -> None:
+    # bench/ on sys.path (or bench/machine.py cached as `machine`) broke the collection of tests/vm in CI
+    assert _path_after == _path_before and _machine_after is _machine_before
 
 
 def test_a_worked_example_of_three_seeds() -> None:
