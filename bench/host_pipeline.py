@@ -158,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         isa = onednn_isa_in_use()
         out = args.out or Path(tempfile.mkdtemp(prefix="edgekit-bench-")) / "out"
         epochs, limit = (1, QUICK_TRAIN_LIMIT) if args.quick else (args.epochs or DEFAULT_EPOCHS, None)
+        from host.errors import HostError
+
         t0 = time.perf_counter()
-        run_pipeline(out, epochs, args.data_dir, limit, precision=args.precision, seed=args.seed,
-                     camera_fraction=args.camera_fraction, progress=sys.stderr.isatty())
+        try:
+            run_pipeline(out, epochs, args.data_dir, limit, precision=args.precision, seed=args.seed,
+                         camera_fraction=args.camera_fraction, progress=sys.stderr.isatty())
+        except HostError as e:  # bad input: one line, as `python -m host run` gives it
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         wall = time.perf_counter() - t0
     if not (out / "manifest.json").is_file():
         print(f"error: {out} has no manifest.json; run `python -m host run --out {out}` first", file=sys.stderr)
