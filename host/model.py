@@ -48,6 +48,21 @@ class ModelConfig:
         """The CNN for this input shape and class count."""
         return build_model(self, input_shape, num_classes)
 
+    def multiply_adds(self, input_shape: tuple[int, ...] = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> int:
+        """Multiply-adds of one image's forward pass through the convs and dense layers (batch norm, pooling left out)."""
+        h, w, c = input_shape
+        total = 0
+        for f, pool in zip(self.conv_filters, self.pool_after):
+            total += h * w * c * 9 * f  # 3x3, padding "same"
+            c = f
+            if pool:
+                h, w = h // 2, w // 2
+        flat = h * w * c
+        if self.dense_units:
+            total += flat * self.dense_units
+            flat = self.dense_units
+        return total + flat * num_classes
+
 
 def _conv_bn_relu(x: Any, filters: int, name: str, batch_norm: bool = True) -> Any:
     import keras

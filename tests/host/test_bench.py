@@ -41,3 +41,22 @@ def test_train_speed_quick_capped_at_avx2() -> None:
     assert f["images"] == 4096 and f["steps"] == 16 and set(f["cpu_info"]["flags"]) == FLAGS
     for key in ("input_wall_s", "epoch_wall_s", "epoch_cached_wall_s", "step_min_ms"):
         assert f[key] > 0, key
+
+
+@pytest.mark.slow
+def test_model_cost_quick_rows_are_the_recipe_cuts_then_the_candidates() -> None:
+    r = bench("model_cost.py", "--quick", "--json", "--onednn-isa", "AVX2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = json.loads(r.stdout)
+    assert f["cpu_info"]["onednn_isa_cap"] == "AVX2" and set(f["cpu_info"]["flags"]) == FLAGS
+    stages = [row for row in f["rows"] if row["kind"] == "stage"]
+    assert [row["name"] for row in stages] == ["stage 1 (convs 1-1)", "stages 1-2 (convs 1-3)", "stages 1-3 (convs 1-5)"]
+    recipe = stages[-1]
+    assert recipe["params"] == 93_658 and recipe["multiply_adds"] == 5_555_344 and recipe["ratio_to_recipe"] == 1.0
+    assert [s["multiply_adds"] for s in stages] == sorted(s["multiply_adds"] for s in stages)  # each cut adds compute
+    assert len(f["rows"]) > len(stages) and all(row["step_us_per_image_min"] > 0 for row in f["rows"])
+
+
+def test_model_cost_refuses_a_round_count_below_one_in_one_line() -> None:
+    r = bench("model_cost.py", "--rounds", "0")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")

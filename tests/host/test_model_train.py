@@ -22,6 +22,15 @@ def test_model_is_small_and_outputs_probabilities() -> None:
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_multiply_adds_of_the_recipe_model_worked_by_hand() -> None:
+    # 28x28: 1->16 3x3; 14x14: 16->32, 32->32; 7x7: 32->64, 64->64; dense 3*3*64->40->10
+    by_hand = 784 * 9 * 16 + 196 * 9 * (16 * 32 + 32 * 32) + 49 * 9 * (32 * 64 + 64 * 64) + 576 * 40 + 40 * 10
+    assert ModelConfig().multiply_adds() == by_hand == 5_555_344
+    # no dense layer: the flattened 3x3x64 goes straight to the classes; an RGB input triples the stem
+    assert ModelConfig(dense_units=0).multiply_adds() == by_hand - 576 * 40 - 40 * 10 + 576 * 10
+    assert ModelConfig().multiply_adds((28, 28, 3)) == by_hand + 2 * 784 * 9 * 16
+
+
 def test_model_has_no_augmentation_layers() -> None:
     names = {type(layer).__name__ for layer in build_model().layers}
     assert not any(n.startswith("Random") for n in names), names
