@@ -45,9 +45,8 @@ def shapes() -> list[tuple[str, str, Any]]:
     recipe = ModelConfig()
     rows: list[tuple[str, str, Any]] = []
     cuts = [i + 1 for i, pool in enumerate(recipe.pool_after) if pool]
-    for n in cuts:
+    for k, n in enumerate(cuts, 1):
         cut = replace(recipe, conv_filters=recipe.conv_filters[:n], pool_after=recipe.pool_after[:n])
-        k = len([c for c in cuts if c <= n])
         rows.append(("stage", f"stage{'s 1-' if k > 1 else ' '}{k} (convs 1-{n})", cut))
     for name, fields in CANDIDATES.items():
         rows.append(("candidate", name, replace(recipe, **fields)))
@@ -58,16 +57,17 @@ def measure(rounds: int, steps: int) -> dict[str, Any]:
     """Interleaved step timing of every row; returns the figures."""
     import numpy as np
 
+    from host.model import INPUT_SHAPE, NUM_CLASSES
     from host.recipe import fashion_mnist
     from host.train import compiled_model
 
     rng = np.random.default_rng(0)
-    x = rng.random((BATCH, 28, 28, 1), dtype=np.float32)
-    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
+    x = rng.random((BATCH, *INPUT_SHAPE), dtype=np.float32)
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, BATCH)]
     rows = []
     for kind, name, config in shapes():
         train_config = fashion_mnist(precision="float32", model=config)
-        model, _ = compiled_model(train_config, (28, 28, 1), 10, 100)
+        model, _ = compiled_model(train_config, INPUT_SHAPE, NUM_CLASSES, 100)
         for _ in range(3):  # trace and warm up
             model.train_on_batch(x, y)
         rows.append({"kind": kind, "name": name, "model": model, "params": int(model.count_params()),
@@ -84,7 +84,7 @@ def measure(rounds: int, steps: int) -> dict[str, Any]:
         t = np.array(r.pop("times")) * 1e6 / BATCH
         r.pop("model")
         out.append({**r, "step_us_per_image_min": float(t.min()), "step_us_per_image_median": float(np.median(t))})
-    recipe_min = out[len([r for r in out if r["kind"] == "stage"]) - 1]["step_us_per_image_min"]
+    recipe_min = [r for r in out if r["kind"] == "stage"][-1]["step_us_per_image_min"]  # the last cut: the whole model
     for r in out:
         r["ratio_to_recipe"] = r["step_us_per_image_min"] / recipe_min
     return {"batch": BATCH, "rounds": rounds, "steps_per_round": steps, "rows": out,
