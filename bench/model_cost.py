@@ -35,6 +35,8 @@ BATCH = 256
 CANDIDATES: dict[str, dict[str, Any]] = {
     "one conv at 14x14 (40)": {"conv_filters": (16, 40, 64, 64), "pool_after": (True, True, False, True)},
     "narrower 14x14 (24, 32)": {"conv_filters": (16, 24, 32, 64, 64)},
+    "strided stem, recipe rest": {"stem_stride": 2, "pool_after": (False, False, True, False, True)},
+    "strided stem, one 32 at 14x14": {"conv_filters": (16, 32, 64, 64), "pool_after": (False, True, False, True), "stem_stride": 2},
 }
 
 

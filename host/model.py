@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from host.errors import ConfigError
+
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
 
@@ -43,6 +45,11 @@ class ModelConfig:
     dense_units: int = 40
     dropout: float = 0.1
     name: str = "fmnist_cnn"
+    stem_stride: int = 1  # 2: the first conv samples every other pixel (a quarter of its positions)
+
+    def __post_init__(self) -> None:
+        if self.stem_stride < 1:
+            raise ConfigError(f"stem_stride must be a positive integer. Got: {self.stem_stride}")
 
     def build(self, input_shape: tuple[int, ...] = INPUT_SHAPE, num_classes: int = NUM_CLASSES) -> Any:
         """The CNN for this input shape and class count."""
@@ -52,7 +59,9 @@ class ModelConfig:
         """Multiply-adds of one image's forward pass through the convs and dense layers (batch norm, pooling left out)."""
         h, w, c = input_shape
         total = 0
-        for f, pool in zip(self.conv_filters, self.pool_after):
+        for i, (f, pool) in enumerate(zip(self.conv_filters, self.pool_after)):
+            if i == 0:
+                h, w = -(-h // self.stem_stride), -(-w // self.stem_stride)  # padding "same": ceil(size / stride)
             total += h * w * c * 9 * f  # 3x3, padding "same"
             c = f
             if pool:
@@ -64,10 +73,10 @@ class ModelConfig:
         return total + flat * num_classes
 
 
-def _conv_bn_relu(x: Any, filters: int, name: str, batch_norm: bool = True) -> Any:
+def _conv_bn_relu(x: Any, filters: int, name: str, batch_norm: bool = True, strides: int = 1) -> Any:
     import keras
 
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
     if batch_norm:
         # momentum 0.9: moving statistics settle within ~50 steps, so even brief runs infer sensibly
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
@@ -85,7 +94,7 @@ def build_model(
     for i, (f, pool) in enumerate(zip(config.conv_filters, config.pool_after)):
         # no batch norm on the full-resolution stem: the input is already in [0, 1], and batch
         # norm on the largest activation cost more training time than the whole rest of the net
-        x = _conv_bn_relu(x, f, f"conv{i + 1}", batch_norm=i > 0)
+        x = _conv_bn_relu(x, f, f"conv{i + 1}", batch_norm=i > 0, strides=config.stem_stride if i == 0 else 1)
         if pool:
             x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
     x = keras.layers.Flatten(name="flatten")(x)

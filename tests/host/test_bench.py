@@ -60,3 +60,27 @@ def test_model_cost_quick_rows_are_the_recipe_cuts_then_the_candidates() -> None
 def test_model_cost_refuses_a_round_count_below_one_in_one_line() -> None:
     r = bench("model_cost.py", "--rounds", "0")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_shape_accuracy_quick_trains_the_recipe_and_a_candidate_and_reads_its_own_json(tfds_dir: Path, tmp_path: Path) -> None:
+    r = bench("shape_accuracy.py", "--quick", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = json.loads(r.stdout)
+    recipe, candidate = f["shapes"]
+    assert recipe["shape"] == "recipe" and recipe["params"] == 93_658 and recipe["multiply_adds"] == 5_555_344
+    assert recipe["mean_points_from_recipe"] is None and candidate["mean_points_from_recipe"] is not None
+    assert candidate["multiply_adds"] != recipe["multiply_adds"] and f["onednn_isa"] == "AVX2"
+    for run in f["runs"]:
+        assert run["seed"] == 42 and run["precision"] == "float32" and run["test_images"] == 2000
+        assert 0.1 < run["accuracy"] <= 1 and run["epochs_run"] == 1
+    saved = tmp_path / "a.json"
+    saved.write_text(r.stdout)
+    table = bench("shape_accuracy.py", "--reuse", str(saved))
+    assert table.returncode == 0 and table.stdout.startswith("machine: ") and candidate["shape"] in table.stdout
+
+
+@pytest.mark.parametrize("args", [["--shapes", "no such shape"], ["--jobs", "0"], ["--reuse", "/nonexistent.json"]])
+def test_shape_accuracy_bad_input_is_one_error_line(args: list[str]) -> None:
+    r = bench("shape_accuracy.py", *args)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr

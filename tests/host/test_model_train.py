@@ -31,6 +31,23 @@ def test_multiply_adds_of_the_recipe_model_worked_by_hand() -> None:
     assert ModelConfig().multiply_adds((28, 28, 3)) == by_hand + 2 * 784 * 9 * 16
 
 
+def test_a_strided_stem_quarters_its_own_compute_and_builds_the_shapes_it_counts() -> None:
+    # stride 2 and no pool after it: the stem's 16 outputs come out at 14x14, the rest as the recipe's
+    config = ModelConfig(stem_stride=2, pool_after=(False, False, True, False, True))
+    by_hand = 196 * 9 * 16 + 196 * 9 * (16 * 32 + 32 * 32) + 49 * 9 * (32 * 64 + 64 * 64) + 576 * 40 + 40 * 10
+    assert config.multiply_adds() == by_hand
+    model = config.build()
+    assert model.get_layer("conv1_conv").output.shape[1:] == (14, 14, 16)
+    assert model.get_layer("flatten").output.shape[1:] == (576,)
+    assert model.count_params() == build_model().count_params()  # same weights, a quarter of the stem's positions
+
+
+@pytest.mark.parametrize("stride", [0, -1])
+def test_a_stem_stride_below_one_is_refused(stride: int) -> None:
+    with pytest.raises(ConfigError, match="stem_stride"):
+        ModelConfig(stem_stride=stride)
+
+
 def test_model_has_no_augmentation_layers() -> None:
     names = {type(layer).__name__ for layer in build_model().layers}
     assert not any(n.startswith("Random") for n in names), names
