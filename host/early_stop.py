@@ -23,8 +23,12 @@ def is_better(acc: float, loss: float, best: Optional[tuple[float, float]]) -> b
     return acc > best[0] or (acc == best[0] and loss < best[1])
 
 
-def callback(patience: int) -> Any:
-    """A Keras callback: stop after ``patience`` epochs without a better epoch, restore the best one."""
+def callback(patience: int, start_from_epoch: int = 0) -> Any:
+    """A Keras callback: stop after ``patience`` epochs without a better epoch, restore the best one.
+
+    Epochs before ``start_from_epoch`` (zero-based; Keras's ``EarlyStopping`` has the same
+    argument) never count towards patience, but a best epoch among them is still kept.
+    """
     import keras
 
     class BestOnValidation(keras.callbacks.Callback):
@@ -45,6 +49,8 @@ def callback(patience: int) -> Any:
             if is_better(acc, loss, self.best):
                 self.best, self.best_epoch, self.wait = (acc, loss), epoch, 0
                 self.best_weights = self.model.get_weights()
+                return
+            if epoch < start_from_epoch:
                 return
             self.wait += 1
             if self.wait >= patience:

@@ -53,6 +53,18 @@ class TrainConfig:
     jit_compile: bool = False  # XLA: measured slower for these small convs on CPU (see the README)
     model: ModelSpec = field(default_factory=ModelConfig)
 
+    @property
+    def patience_from_epoch(self) -> int:
+        """The first (zero-based) epoch whose lack of progress counts towards patience.
+
+        It is where the cosine decay has taken the learning rate down to half its peak. Before
+        that the rate is high and validation accuracy jumps from epoch to epoch: a 40-epoch run of
+        the recipe stopped at epoch 15 (best epoch 10, the rate still 0.84 of its peak) with
+        90.76 % on the official test, where 28 epochs reach 93.16 %.
+        """
+        warm = self.warmup_fraction * self.epochs
+        return math.ceil(warm + (self.epochs - warm) / 2)
+
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"epochs must be a positive integer. Got: {self.epochs}")
@@ -153,6 +165,21 @@ def _progress_callback(epochs: int, steps: int) -> Any:
     return Progress()
 
 
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The one-cycle rate: a linear warm-up to ``peak_lr`` over ``warmup_fraction`` of the steps, then a cosine decay."""
+    import keras
+
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, int(total * config.warmup_fraction))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.peak_lr / 25,
+        decay_steps=max(1, total - warmup),
+        alpha=1e-3,
+        warmup_target=config.peak_lr,
+        warmup_steps=warmup,
+    )
+
+
 def compiled_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int, steps_per_epoch: int) -> tuple[Any, str]:
     """A fresh ``config.model`` compiled with the recipe's optimiser, schedule and loss; and its dtype policy."""
     import keras
@@ -164,17 +191,8 @@ def compiled_model(config: TrainConfig, input_shape: tuple[int, ...], num_classe
         model = config.model.build(input_shape, num_classes)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, int(total * config.warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.peak_lr / 25,
-        decay_steps=max(1, total - warmup),
-        alpha=1e-3,
-        warmup_target=config.peak_lr,
-        warmup_steps=warmup,
-    )
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate_schedule(config, steps_per_epoch), weight_decay=config.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,
@@ -213,7 +231,7 @@ def train(
         # only while fitting: the saved model is one worker's (unsynchronised batch norm, Keras's dropout)
         restore_batch_norm = synchronize_batch_norm(model)
         restore_dropout = global_batch_dropout(model)
-    stopper = early_stop.callback(config.patience_epochs)
+    stopper = early_stop.callback(config.patience_epochs, start_from_epoch=config.patience_from_epoch)
     callbacks: list[Any] = [stopper]
     if progress:
         callbacks.append(_progress_callback(config.epochs, steps))
