@@ -12,7 +12,7 @@ recipe (``host.recipe``: augmentation, schedule, epochs, early stopping) in floa
 capped at ``--onednn-isa`` (AVX2 by default, as on a CPU without AVX-512 or bf16 units), and is
 scored by Keras on the official test split. ``--jobs 2`` trains two at once: the accuracy is the
 same as alone, the seconds are then shared-core seconds. Where the recipe ran on the same seeds,
-each shape also gets its mean paired difference from it.
+each shape also gets its mean paired difference from it (for the same number of epochs).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def train_one(shape: str, seed: int, epochs: int | None, quick: bool) -> dict[st
     run = fashion_mnist(epochs=1 if quick else (epochs or DEFAULT_EPOCHS), seed=seed, precision="float32", model=config)
     result = train(splits.train_x, splits.train_y, splits.val_x, splits.val_y, run, progress=False)
     scores = result.model.predict(to_float(test_x), batch_size=1000, verbose=0)
-    return {"shape": shape, "seed": seed, "params": result.params, "multiply_adds": config.multiply_adds(),
+    return {"shape": shape, "seed": seed, "epochs": run.epochs, "params": result.params, "multiply_adds": config.multiply_adds(),
             "accuracy": float(np.mean(np.argmax(scores, axis=1) == test_y)), "test_images": len(test_y),
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
             "train_seconds": result.train_seconds, "precision": result.precision, "load_average_1min": os.getloadavg()[0]}
@@ -82,13 +82,14 @@ def run_one(shape: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per shape: runs, mean accuracy, and the mean paired difference from the recipe on shared seeds."""
-    recipe = {r["seed"]: r["accuracy"] for r in runs if r["shape"] == RECIPE}
+    """Per (shape, epochs): runs, mean accuracy, and the mean paired difference from the recipe
+    trained for as many epochs on the same seeds."""
+    recipe = {(r["epochs"], r["seed"]): r["accuracy"] for r in runs if r["shape"] == RECIPE}
     rows = []
-    for shape in dict.fromkeys(r["shape"] for r in runs):
-        mine = [r for r in runs if r["shape"] == shape]
-        paired = [r["accuracy"] - recipe[r["seed"]] for r in mine if r["seed"] in recipe]
-        rows.append({"shape": shape, "params": mine[0]["params"], "multiply_adds": mine[0]["multiply_adds"],
+    for shape, epochs in dict.fromkeys((r["shape"], r["epochs"]) for r in runs):
+        mine = [r for r in runs if (r["shape"], r["epochs"]) == (shape, epochs)]
+        paired = [r["accuracy"] - recipe[epochs, r["seed"]] for r in mine if (epochs, r["seed"]) in recipe]
+        rows.append({"shape": shape, "epochs": epochs, "params": mine[0]["params"], "multiply_adds": mine[0]["multiply_adds"],
                      "seeds": [r["seed"] for r in mine], "accuracies": [r["accuracy"] for r in mine],
                      "mean_accuracy": sum(r["accuracy"] for r in mine) / len(mine),
                      "mean_points_from_recipe": 100 * sum(paired) / len(paired) if paired and shape != RECIPE else None})
@@ -98,11 +99,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_table(f: dict[str, Any]) -> None:
     """The shapes, human-readable."""
     print(f"machine: {f['machine']} ; float32, oneDNN cap {f['onednn_isa']} ; official test ({f['runs'][0]['test_images']:,} images)")
-    print(f"{'':32}{'params':>8}{'M MACs':>8}  {'seeds':14}{'official test %':24}{'mean':>7}{'vs recipe':>10}")
+    print(f"{'':32}{'epochs':>7}{'params':>8}{'M MACs':>8}  {'seeds':14}{'official test %':24}{'mean':>7}{'vs recipe':>10}")
     for r in f["shapes"]:
         vs = "" if r["mean_points_from_recipe"] is None else f"{r['mean_points_from_recipe']:+.2f}"
         accs = " ".join(f"{100 * a:.2f}" for a in r["accuracies"])
-        print(f"{r['shape']:32}{r['params']:8,d}{r['multiply_adds'] / 1e6:8.2f}  {' '.join(map(str, r['seeds'])):14}"
+        print(f"{r['shape']:32}{r['epochs']:7d}{r['params']:8,d}{r['multiply_adds'] / 1e6:8.2f}  {' '.join(map(str, r['seeds'])):14}"
               f"{accs:24}{100 * r['mean_accuracy']:7.2f}{vs:>10}")
     seconds = ", ".join(f"{r['shape']} s{r['seed']} {r['train_seconds']:.0f} s ({r['epochs_run']} ep)" for r in f["runs"])
     print(f"training seconds (shared when --jobs > 1): {seconds}")

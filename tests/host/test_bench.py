@@ -84,3 +84,22 @@ def test_shape_accuracy_quick_trains_the_recipe_and_a_candidate_and_reads_its_ow
 def test_shape_accuracy_bad_input_is_one_error_line(args: list[str]) -> None:
     r = bench("shape_accuracy.py", *args)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr
+
+
+def test_shape_accuracy_pairs_a_shape_only_with_the_recipe_trained_as_long_on_the_same_seed() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shape_accuracy", ROOT / "bench" / "shape_accuracy.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = lambda shape, epochs, seed, acc: {"shape": shape, "epochs": epochs, "seed": seed, "accuracy": acc,  # noqa: E731
+                                            "params": 1, "multiply_adds": 1}
+    rows = module.summarise([run("recipe", 28, 42, 0.93), run("recipe", 20, 42, 0.92), run("recipe", 28, 7, 0.90),
+                             run("cheap", 28, 42, 0.925), run("cheap", 28, 1, 0.5), run("cheap", 20, 7, 0.8)])
+    by = {(r["shape"], r["epochs"]): r for r in rows}
+    assert set(by) == {("recipe", 28), ("recipe", 20), ("cheap", 28), ("cheap", 20)}
+    assert by["cheap", 28]["mean_points_from_recipe"] == pytest.approx(-0.5)  # seed 42 only: no recipe run with seed 1
+    assert by["cheap", 28]["mean_accuracy"] == pytest.approx(0.7125)
+    assert by["cheap", 20]["mean_points_from_recipe"] is None  # no 20-epoch recipe run with seed 7
+    assert by["recipe", 28]["mean_points_from_recipe"] is None
