@@ -53,10 +53,11 @@ def write_frames(root: Path, frames: int, seed_of: int) -> None:
             Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8)).save(d / f"{i:04d}.png")  # float 0..255
 
 
-def keras_rule(patience: int) -> Any:
+def keras_rule(patience: int, start_from_epoch: int = 0) -> Any:
     import keras
 
-    return keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max")
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True, mode="max",
+                                         start_from_epoch=start_from_epoch)
 
 
 def one_seed(train_dir: Path, eval_dir: Path, seed: int) -> dict[str, Any]:

@@ -26,8 +26,8 @@ def is_better(acc: float, loss: float, best: Optional[tuple[float, float]]) -> b
 def callback(patience: int, start_from_epoch: int = 0) -> Any:
     """A Keras callback: stop after ``patience`` epochs without a better epoch, restore the best one.
 
-    Epochs before ``start_from_epoch`` (zero-based; Keras's ``EarlyStopping`` has the same
-    argument) never count towards patience, but a best epoch among them is still kept.
+    Epochs before ``start_from_epoch`` (zero-based) never count towards patience, but a best epoch
+    among them is still kept (Keras's ``EarlyStopping`` argument of that name ignores them altogether).
     """
     import keras
 
