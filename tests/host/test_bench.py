@@ -55,6 +55,11 @@ def test_model_cost_quick_rows_are_the_recipe_cuts_then_the_candidates() -> None
     assert recipe["params"] == 93_658 and recipe["multiply_adds"] == 5_555_344 and recipe["ratio_to_recipe"] == 1.0
     assert [s["multiply_adds"] for s in stages] == sorted(s["multiply_adds"] for s in stages)  # each cut adds compute
     assert len(f["rows"]) > len(stages) and all(row["step_us_per_image_min"] > 0 for row in f["rows"])
+    # the dense-work ceiling: a step's FLOP rate is 6 x its multiply-adds over its time, as a share of the matmul's
+    assert f["matmul_size"] == 1024 and f["matmul_gflops"] > 0
+    for row in f["rows"]:
+        assert row["step_gflops"] == pytest.approx(6 * row["multiply_adds"] / row["step_us_per_image_min"] / 1e3)
+        assert row["share_of_matmul"] == pytest.approx(row["step_gflops"] / f["matmul_gflops"])
 
 
 def test_model_cost_refuses_a_round_count_below_one_in_one_line() -> None:
