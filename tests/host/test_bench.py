@@ -85,7 +85,9 @@ def test_shape_accuracy_quick_trains_the_recipe_and_a_candidate_and_reads_its_ow
     assert table.returncode == 0 and table.stdout.startswith("machine: ") and candidate["shape"] in table.stdout
 
 
-@pytest.mark.parametrize("args", [["--shapes", "no such shape"], ["--jobs", "0"], ["--reuse", "/nonexistent.json"]])
+@pytest.mark.parametrize("args", [["--shapes", "no such shape"], ["--jobs", "0"], ["--reuse", "/nonexistent.json"],
+                                  ["--train", "batch_size"], ["--train", "seed=1"], ["--train", "batch_size=1.5"],
+                                  ["--train", "batch_size=0"], ["--train", "peak_lr=fast"]])
 def test_shape_accuracy_bad_input_is_one_error_line(args: list[str]) -> None:
     r = bench("shape_accuracy.py", *args)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr
@@ -108,3 +110,20 @@ def test_shape_accuracy_pairs_a_shape_only_with_the_recipe_trained_as_long_on_th
     assert by["cheap", 28]["mean_accuracy"] == pytest.approx(0.7125)
     assert by["cheap", 20]["mean_points_from_recipe"] is None  # no 20-epoch recipe run with seed 7
     assert by["recipe", 28]["mean_points_from_recipe"] is None
+
+
+def test_shape_accuracy_a_training_change_is_its_own_row_compared_with_the_recipe_as_it_is() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shape_accuracy", ROOT / "bench" / "shape_accuracy.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_train(["batch_size=128", "peak_lr=2e-3"]) == {"batch_size": 128, "peak_lr": 0.002}
+    run = lambda train, seed, acc: {"shape": "recipe", "train": train, "epochs": 28, "seed": seed,  # noqa: E731
+                                    "accuracy": acc, "params": 1, "multiply_adds": 1}
+    rows = module.summarise([run({}, 42, 0.93), run({}, 7, 0.92), run({"batch_size": 128}, 42, 0.935), run({"batch_size": 128}, 7, 0.93)])
+    by = {r["shape"]: r for r in rows}
+    assert set(by) == {"recipe", "recipe, batch_size=128"}
+    assert by["recipe, batch_size=128"]["mean_points_from_recipe"] == pytest.approx(0.75)
+    assert by["recipe"]["mean_points_from_recipe"] is None
