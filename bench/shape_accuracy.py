@@ -34,7 +34,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RECIPE = "recipe"
-TRAIN_FIELDS = ("batch_size", "peak_lr", "warmup_fraction", "weight_decay", "label_smoothing", "patience_epochs")
+TRAIN_FIELDS = ("batch_size", "peak_lr", "warmup_fraction", "weight_decay", "label_smoothing", "patience_epochs", "optimizer")
 
 
 def parse_train(items: list[str]) -> dict[str, Any]:

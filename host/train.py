@@ -34,6 +34,7 @@ from host.model import ModelConfig, ModelSpec
 
 DEFAULT_EPOCHS = 28
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+OPTIMIZERS = ("adamw", "sgd")  # sgd: momentum 0.9, Nesterov; both take the one-cycle rate and decoupled weight decay
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     patience_epochs: int = 5
+    optimizer: str = "adamw"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 42
     precision: str = "auto"  # auto: mixed_bfloat16 where the CPU has bf16 units, else float32
@@ -72,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be auto, float32 or mixed_bfloat16. Got: {self.precision!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer. Got: {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be {' or '.join(OPTIMIZERS)}. Got: {self.optimizer!r}")
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,13 @@ def compiled_model(config: TrainConfig, input_shape: tuple[int, ...], num_classe
         model = config.model.build(input_shape, num_classes)
     finally:
         keras.mixed_precision.set_global_policy(previous)
+    rate = learning_rate_schedule(config, steps_per_epoch)
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate_schedule(config, steps_per_epoch), weight_decay=config.weight_decay),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=config.jit_compile,

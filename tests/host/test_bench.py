@@ -87,7 +87,7 @@ def test_shape_accuracy_quick_trains_the_recipe_and_a_candidate_and_reads_its_ow
 
 @pytest.mark.parametrize("args", [["--shapes", "no such shape"], ["--jobs", "0"], ["--reuse", "/nonexistent.json"],
                                   ["--train", "batch_size"], ["--train", "seed=1"], ["--train", "batch_size=1.5"],
-                                  ["--train", "batch_size=0"], ["--train", "peak_lr=fast"]])
+                                  ["--train", "batch_size=0"], ["--train", "peak_lr=fast"], ["--train", "optimizer=adam"]])
 def test_shape_accuracy_bad_input_is_one_error_line(args: list[str]) -> None:
     r = bench("shape_accuracy.py", *args)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: "), r.stderr
@@ -120,6 +120,7 @@ def test_shape_accuracy_a_training_change_is_its_own_row_compared_with_the_recip
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.parse_train(["batch_size=128", "peak_lr=2e-3"]) == {"batch_size": 128, "peak_lr": 0.002}
+    assert module.parse_train(["optimizer=sgd", "peak_lr=0.1"]) == {"optimizer": "sgd", "peak_lr": 0.1}
     run = lambda train, seed, acc: {"shape": "recipe", "train": train, "epochs": 28, "seed": seed,  # noqa: E731
                                     "accuracy": acc, "params": 1, "multiply_adds": 1}
     rows = module.summarise([run({}, 42, 0.93), run({}, 7, 0.92), run({"batch_size": 128}, 42, 0.935), run({"batch_size": 128}, 7, 0.93)])

@@ -150,3 +150,20 @@ def test_patience_counts_only_once_the_learning_rate_is_down_to_half_its_peak(ep
     assert not model.stop_training
     stopper.on_epoch_end(start + 1, flat)
     assert model.stop_training and stopper.best_epoch == 0
+
+
+def test_the_optimizer_is_adamw_or_nesterov_sgd_on_the_same_one_cycle_rate() -> None:
+    import keras
+
+    from host.train import compiled_model, learning_rate_schedule
+
+    with pytest.raises(ConfigError, match=r"optimizer must be adamw or sgd\. Got: 'adam'"):
+        TrainConfig(optimizer="adam")
+    tiny = ModelConfig(conv_filters=(4,), pool_after=(True,), dense_units=0)
+    adamw, _ = compiled_model(TrainConfig(precision="float32", model=tiny), (28, 28, 1), 10, 188)
+    assert isinstance(adamw.optimizer, keras.optimizers.AdamW)
+    config = TrainConfig(precision="float32", model=tiny, optimizer="sgd", peak_lr=0.1, weight_decay=5e-4)
+    sgd, _ = compiled_model(config, (28, 28, 1), 10, 188)
+    assert type(sgd.optimizer) is keras.optimizers.SGD and sgd.optimizer.nesterov and sgd.optimizer.momentum == 0.9
+    assert sgd.optimizer.weight_decay == pytest.approx(5e-4)
+    assert sgd.optimizer.learning_rate.numpy() == pytest.approx(float(learning_rate_schedule(config, 188)(0)))
